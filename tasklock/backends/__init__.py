@@ -1,0 +1,93 @@
+"""Which adapter serves a cache: picked from the backend class (subclasses included)."""
+
+from __future__ import annotations
+
+import importlib
+import weakref
+from typing import Any
+
+from django.core.cache import InvalidCacheBackendError, caches
+from django.core.exceptions import ImproperlyConfigured
+
+from ..conf import conf
+from .base import LockBackend
+
+#: backend classes tasklock knows, by dotted path, with their family
+KNOWN_BACKENDS = {
+    "django_redis.cache.RedisCache": "redis",
+    "django.core.cache.backends.redis.RedisCache": "redis",
+    "django.core.cache.backends.memcached.PyMemcacheCache": "memcached",
+    "django.core.cache.backends.db.DatabaseCache": "database",
+    "django.core.cache.backends.locmem.LocMemCache": "locmem",
+    "django.core.cache.backends.dummy.DummyCache": "dummy",
+    "django.core.cache.backends.filebased.FileBasedCache": "file",
+}
+
+#: families whose ``add`` is no lock across processes, and why
+UNSAFE_FAMILIES = {
+    "locmem": "LocMemCache keeps a separate cache in every process, so each worker gets the lock",
+    "dummy": "DummyCache.add always returns True, so every caller gets the lock",
+    "file": "FileBasedCache.add checks has_key() then calls set(), so two processes can both add",
+}
+
+ADAPTERS = {
+    "redis": "tasklock.backends.redis.RedisBackend",
+    "memcached": "tasklock.backends.memcached.MemcachedBackend",
+    "database": "tasklock.backends.database.DatabaseBackend",
+    "locmem": "tasklock.backends.locmem.LocMemBackend",
+}
+
+_adapters: weakref.WeakKeyDictionary[Any, LockBackend] = weakref.WeakKeyDictionary()
+
+
+def dotted_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def family_of(backend_class: type) -> str | None:
+    """The family of a cache backend class, from ``TRUSTED_BACKENDS`` or the known ones."""
+    trusted = conf.TRUSTED_BACKENDS
+    for cls in backend_class.__mro__:
+        path = dotted_path(cls)
+        family = trusted.get(path) or KNOWN_BACKENDS.get(path)
+        if family:
+            return family
+    return None
+
+
+def usable_family(alias: str, cache: Any) -> str:
+    """The family tasklock will use for ``cache``, or ``ImproperlyConfigured`` saying why not."""
+    family = family_of(type(cache))
+    path = dotted_path(type(cache))
+    if family == "locmem" and conf.ALLOW_PROCESS_LOCAL_CACHE:
+        return family
+    if family in UNSAFE_FAMILIES:
+        raise ImproperlyConfigured(
+            f"tasklock refuses cache {alias!r} ({path}): {UNSAFE_FAMILIES[family]}. "
+            "Use Redis (django-redis), PyMemcacheCache or DatabaseCache."
+        )
+    if family is None:
+        raise ImproperlyConfigured(
+            f"tasklock does not know cache {alias!r} ({path}). If its add() is atomic across "
+            f'processes, declare it: TASKLOCK = {{"TRUSTED_BACKENDS": {{"{path}": "redis"}}}} '
+            '(or "memcached" / "database", the family whose client it uses).'
+        )
+    return family
+
+
+def get_backend(alias: str | None = None) -> LockBackend:
+    """The adapter for cache ``alias`` (default ``TASKLOCK["CACHE"]``), made once per cache."""
+    alias = alias or conf.CACHE
+    try:
+        cache = caches[alias]
+    except InvalidCacheBackendError:
+        raise ImproperlyConfigured(
+            f"tasklock cache {alias!r} is not an alias in CACHES; set TASKLOCK['CACHE']"
+        ) from None
+    family = usable_family(alias, cache)
+    adapter = _adapters.get(cache)
+    if adapter is None or adapter.family != family:
+        module, _, name = ADAPTERS[family].rpartition(".")
+        adapter = getattr(importlib.import_module(module), name)(cache)
+        _adapters[cache] = adapter
+    return adapter

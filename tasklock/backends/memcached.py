@@ -1,0 +1,62 @@
+"""memcached through Django's ``PyMemcacheCache``: ``add``, and ``gets`` + ``cas`` for owner checks.
+
+memcached keeps whole seconds, so timeouts are rounded up (a 0.5 s ``add`` would otherwise
+store nothing). A ``cas`` with exptime -1 is an atomic compare-and-delete.
+pymemcache hides an outage as "not added" for about a second after a failure, so a False
+from ``add`` only counts as contention when a holder is visible.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from pymemcache.exceptions import MemcacheError
+
+from ..exceptions import LockError
+from .base import LockBackend
+
+#: memcached reads an exptime above 30 days as a Unix timestamp
+MAX_RELATIVE_EXPIRE = 30 * 24 * 3600
+EXPIRE_NOW = -1
+
+
+def expire(timeout: float) -> int:
+    seconds = max(1, math.ceil(timeout))
+    return seconds if seconds <= MAX_RELATIVE_EXPIRE else int(time.time()) + seconds
+
+
+class MemcachedBackend(LockBackend):
+    family = "memcached"
+    errors = (MemcacheError, OSError)
+
+    def __init__(self, cache: Any) -> None:
+        super().__init__(cache)
+        self.client = cache._cache
+
+    def add(self, key: str, value: str, timeout: float) -> bool:
+        data = value.encode()
+        exptime = expire(timeout)
+        for _ in range(2):  # the second round covers a holder released in between
+            if self.client.add(key, data, expire=exptime, noreply=False):
+                return True
+            if self.client.get(key) is not None:
+                return False
+        raise LockError(f"memcached refused to add {key!r} but shows no holder: the server is unreachable")
+
+    def get(self, key: str) -> str | None:
+        raw = self.client.get(key)
+        return None if raw is None else raw.decode()
+
+    def _swap(self, key: str, value: str, new: bytes, exptime: int) -> bool:
+        stored, cas_id = self.client.gets(key) or (None, None)
+        if stored is None or stored.decode() != value:
+            return False
+        return self.client.cas(key, new, cas_id, expire=exptime, noreply=False) is True
+
+    def delete_if(self, key: str, value: str) -> bool:
+        return self._swap(key, value, b"", EXPIRE_NOW)
+
+    def replace_if(self, key: str, value: str, new_value: str, timeout: float) -> bool:
+        return self._swap(key, value, new_value.encode(), expire(timeout))

@@ -1,0 +1,91 @@
+"""Redis, through django-redis or Django's own ``RedisCache``: one round trip per operation.
+
+Acquire is ``SET NX PX`` (milliseconds, so sub-second timeouts are kept); release and extend
+are Lua compare-and-act scripts run on the write client. A release also pushes to a wake-up
+list beside the key, which blocked waiters ``BLPOP`` instead of polling.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from redis.commands.core import Script
+from redis.exceptions import RedisError
+
+from .base import LockBackend
+
+#: a wake-up list is the lock key plus this; lock keys never contain a space
+WAKE_SUFFIX = " wake"
+#: how long a wake-up nobody took stays in the list (ms)
+WAKE_TTL_MS = 1000
+#: the longest single BLPOP; a waiter re-checks the lock at least this often (s)
+MAX_BLOCK = 1.0
+
+_RELEASE = Script(
+    None,
+    b"""
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('del', KEYS[1], KEYS[2])
+redis.call('rpush', KEYS[2], 1)
+redis.call('pexpire', KEYS[2], ARGV[2])
+return 1
+""",
+)
+
+_EXTEND = Script(
+    None,
+    b"""
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+""",
+)
+
+
+def write_client(cache: Any) -> Any:
+    """The redis-py client that writes for ``cache`` (django-redis or Django's RedisCache)."""
+    client = getattr(cache, "client", None)
+    if client is not None and hasattr(client, "get_client"):  # django-redis
+        return client.get_client(write=True)
+    return cache._cache.get_client(write=True)  # Django: writes go to the first server
+
+
+def milliseconds(timeout: float) -> int:
+    return max(1, math.ceil(timeout * 1000))
+
+
+class RedisBackend(LockBackend):
+    family = "redis"
+    errors = (RedisError, OSError)
+
+    def __init__(self, cache: Any) -> None:
+        super().__init__(cache)
+        self.client = write_client(cache)
+        kwargs = self.client.connection_pool.connection_kwargs
+        socket_timeout = kwargs.get("socket_timeout")
+        self.max_block = min(MAX_BLOCK, socket_timeout / 2) if socket_timeout else MAX_BLOCK
+
+    def add(self, key: str, value: str, timeout: float) -> bool:
+        return bool(self.client.set(key, value, nx=True, px=milliseconds(timeout)))
+
+    def get(self, key: str) -> str | None:
+        raw = self.client.get(key)
+        return None if raw is None else raw.decode()
+
+    def delete_if(self, key: str, value: str) -> bool:
+        keys = (key, key + WAKE_SUFFIX)
+        return bool(_RELEASE(keys, (value, WAKE_TTL_MS), client=self.client))
+
+    def replace_if(self, key: str, value: str, new_value: str, timeout: float) -> bool:
+        args = (value, new_value, milliseconds(timeout))
+        return bool(_EXTEND((key,), args, client=self.client))
+
+    def wait(self, key: str, remaining: float, pause: float) -> None:
+        seconds = remaining
+        ttl_ms = self.client.pttl(key)
+        if ttl_ms > 0:
+            seconds = min(seconds, ttl_ms / 1000)
+        seconds = min(seconds, self.max_block)
+        if seconds >= 0.001:
+            self.client.blpop([key + WAKE_SUFFIX], timeout=seconds)

@@ -1,0 +1,119 @@
+"""The ``TASKLOCK`` setting: defaults, validation, and one object that reads it lazily.
+
+Every property looks the setting up on each access, so ``override_settings`` works.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+FAMILIES = ("redis", "memcached", "database")
+
+DEFAULTS: dict[str, Any] = {
+    "CACHE": "default",
+    "KEY_PREFIX": "tasklock",
+    "TIMEOUT": 300,
+    "TRUSTED_BACKENDS": {},
+    "ALLOW_PROCESS_LOCAL_CACHE": False,
+}
+
+
+def is_positive_number(value: object) -> bool:
+    """True for an int or float above zero (bool excluded)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def _check_cache(value: object) -> str | None:
+    if not isinstance(value, str) or not value:
+        return "must be a cache alias (a non-empty string)"
+    return None
+
+
+def _check_key_prefix(value: object) -> str | None:
+    if not isinstance(value, str) or not value:
+        return "must be a non-empty string"
+    if any(ch.isspace() or ch in "*?[]" for ch in value):
+        return "must not contain white space or glob characters (* ? [ ])"
+    return None
+
+
+def _check_timeout(value: object) -> str | None:
+    if not is_positive_number(value):
+        return "must be a number of seconds greater than 0"
+    return None
+
+
+def _check_trusted_backends(value: object) -> str | None:
+    if not isinstance(value, dict):
+        return 'must be a dict of {"dotted.BackendPath": "redis" | "memcached" | "database"}'
+    for path, family in value.items():
+        if not isinstance(path, str) or "." not in path:
+            return f"key {path!r} is not a dotted backend path"
+        if family not in FAMILIES:
+            return f"{path!r} names unknown family {family!r}; use one of {', '.join(FAMILIES)}"
+    return None
+
+
+def _check_bool(value: object) -> str | None:
+    if not isinstance(value, bool):
+        return "must be True or False"
+    return None
+
+
+VALIDATORS = {
+    "CACHE": _check_cache,
+    "KEY_PREFIX": _check_key_prefix,
+    "TIMEOUT": _check_timeout,
+    "TRUSTED_BACKENDS": _check_trusted_backends,
+    "ALLOW_PROCESS_LOCAL_CACHE": _check_bool,
+}
+
+
+def problems(raw: object) -> list[str]:
+    """Every problem with a raw ``TASKLOCK`` value, as ``TASKLOCK["KEY"] ...`` sentences."""
+    if not isinstance(raw, dict):
+        return [f"TASKLOCK must be a dict, not {type(raw).__name__}"]
+    found = [f'TASKLOCK["{key}"] is not a tasklock setting' for key in raw if key not in DEFAULTS]
+    for key, check in VALIDATORS.items():
+        if key in raw and (message := check(raw[key])):
+            found.append(f'TASKLOCK["{key}"] {message} (got {raw[key]!r})')
+    return found
+
+
+class TaskLockSettings:
+    """Lazy access to ``settings.TASKLOCK`` merged over the defaults."""
+
+    def _get(self, key: str) -> Any:
+        raw = getattr(settings, "TASKLOCK", {})
+        if not isinstance(raw, dict):
+            raise ImproperlyConfigured(f"TASKLOCK must be a dict, not {type(raw).__name__}")
+        value = raw.get(key, DEFAULTS[key])
+        if message := VALIDATORS[key](value):
+            raise ImproperlyConfigured(f'TASKLOCK["{key}"] {message} (got {value!r})')
+        return value
+
+    @property
+    def CACHE(self) -> str:
+        return self._get("CACHE")
+
+    @property
+    def KEY_PREFIX(self) -> str:
+        return self._get("KEY_PREFIX")
+
+    @property
+    def TIMEOUT(self) -> float:
+        return self._get("TIMEOUT")
+
+    @property
+    def TRUSTED_BACKENDS(self) -> dict[str, str]:
+        return self._get("TRUSTED_BACKENDS")
+
+    @property
+    def ALLOW_PROCESS_LOCAL_CACHE(self) -> bool:
+        return self._get("ALLOW_PROCESS_LOCAL_CACHE")
+
+
+conf = TaskLockSettings()

@@ -1,0 +1,168 @@
+"""``task_lock``: run a Celery task (or a plain function) only while holding its lock."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, ParamSpec, TypeVar
+
+from celery import Task, current_task
+
+from .exceptions import LockNotAcquired
+from .keys import KeySpec, NameBuilder
+from .lock import Lock, seconds
+from .signals import lock_contended
+
+logger = logging.getLogger("tasklock")
+
+SKIPPED = "tasklock:skipped"
+Policy = Literal["skip", "retry", "raise", "wait"]
+POLICIES = ("skip", "retry", "raise", "wait")
+#: a retry's countdown is spread by this fraction either way, so contenders do not stampede
+RETRY_JITTER = 0.25
+#: a Celery task decorator line above ``@task_lock`` in the source
+TASK_DECORATOR = re.compile(r"^@[\w.]*\b(task|shared_task)\b")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class LockSpec:
+    """What ``task_lock`` was given; kept on the wrapper as ``wrapper.tasklock``."""
+
+    key: KeySpec
+    timeout: float | None
+    on_locked: Policy | None
+    countdown: float | None
+    wait: float | None
+    cache: str | None
+
+
+def _non_negative(value: object, what: str) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"task_lock {what} must be a number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _decorated_as_task(fn: Callable[..., Any]) -> bool | None:
+    """Whether a Celery task decorator stands above ``fn``'s def; None if the source is unknown."""
+    try:
+        lines, _ = inspect.getsourcelines(fn)
+    except (OSError, TypeError):
+        return None
+    for line in lines:
+        text = line.strip()
+        if text.startswith(("def ", "async def ")):
+            break
+        if TASK_DECORATOR.match(text):
+            return True
+    return False
+
+
+def _own_task(wrapper: Callable[..., Any]) -> Task | None:
+    """The Celery task whose body ``wrapper`` is, if it is running as one."""
+    task = current_task._get_current_object()
+    if task is None:
+        return None
+    run = task.run
+    return task if getattr(run, "__func__", run) is wrapper else None
+
+
+def _run_by_worker(task: Task | None) -> bool:
+    return task is not None and not task.request.called_directly and not task.request.is_eager
+
+
+def task_lock(
+    key: KeySpec = None,
+    *,
+    timeout: float | None = None,
+    on_locked: Policy | None = None,
+    countdown: float | None = None,
+    wait: float | None = None,
+    cache: str | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Hold a lock named from the task and its arguments while the body runs.
+
+    Put it below ``@app.task``. When the lock is held: ``skip`` returns ``SKIPPED``,
+    ``retry`` calls ``task.retry`` (with jitter), ``raise`` raises ``LockNotAcquired``,
+    ``wait`` blocks up to ``wait`` seconds first. The default is ``retry`` in a worker and
+    ``raise`` elsewhere, so work is never dropped silently.
+    """
+    if on_locked is not None and on_locked not in POLICIES:
+        raise ValueError(f"task_lock on_locked must be one of {POLICIES} or None, got {on_locked!r}")
+    if wait is not None and on_locked != "wait":
+        raise ValueError('task_lock wait= only applies to on_locked="wait"')
+    spec = LockSpec(
+        key=key,
+        timeout=None if timeout is None else seconds(timeout, "task_lock timeout"),
+        on_locked=on_locked,
+        countdown=_non_negative(countdown, "countdown"),
+        wait=_non_negative(wait, "wait"),
+        cache=cache,
+    )
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        if isinstance(fn, Task):
+            raise TypeError("put @task_lock below @app.task / @shared_task, on the function")
+        signature = inspect.signature(fn)
+        names = NameBuilder(key, signature)
+        first_parameter = next(iter(signature.parameters), None)
+        if on_locked == "retry" and _decorated_as_task(fn) is False:
+            raise TypeError(
+                f'task_lock(on_locked="retry") needs a Celery task, and {fn.__qualname__} '
+                "is a plain function; use @app.task above @task_lock, or another policy"
+            )
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            task = _own_task(wrapper)
+            bound = task is not None and bool(args) and args[0] is task
+            if on_locked == "retry" and task is None:
+                raise TypeError(f'task_lock(on_locked="retry") on {fn.__qualname__}: not a Celery task')
+            call = signature.bind(*args, **kwargs)
+            call.apply_defaults()
+            arguments = call.arguments
+            if bound:
+                arguments = {k: v for k, v in arguments.items() if k != first_parameter}
+            own_args = args[1:] if bound else args
+            prefix = task.name if task is not None else f"{fn.__module__}.{fn.__qualname__}"
+            held = Lock(names.name(prefix, arguments, own_args, kwargs), spec.timeout, cache)
+            if on_locked == "wait":
+                limit = held.timeout if spec.wait is None else spec.wait
+                acquired = held.acquire(blocking=True, wait=limit)
+            else:
+                acquired = held.acquire()
+            if not acquired:
+                return _contended(held.name, task)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                held.release_quietly()
+
+        wrapper.__signature__ = signature  # type: ignore[attr-defined]
+        wrapper.tasklock = spec  # type: ignore[attr-defined]
+        return wrapper
+
+    def _contended(name: str, task: Task | None) -> Any:
+        policy = on_locked
+        if policy in (None, "wait"):
+            policy = "retry" if _run_by_worker(task) else "raise"
+        task_id = task.request.id if task is not None else None
+        lock_contended.send(sender=Lock, name=name, policy=policy, task_id=task_id)
+        logger.info("lock %r is held; policy %s", name, policy)
+        if policy == "skip":
+            return SKIPPED
+        if policy == "raise" or task is None:
+            raise LockNotAcquired(f"lock {name!r} is held by someone else")
+        delay = task.default_retry_delay if countdown is None else countdown
+        raise task.retry(countdown=delay * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER))
+
+    return decorate

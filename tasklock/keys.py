@@ -1,0 +1,159 @@
+"""Lock names from a task and its arguments; cache keys from lock names.
+
+Names are readable and never shortened. Only the cache key derived from a name is hashed,
+when the full key would be too long for memcached or the database cache (250 bytes) or
+has white space or control characters.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import enum
+import hashlib
+import inspect
+import json
+import string
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .exceptions import LockError
+
+MAX_KEY_BYTES = 250
+HASH_MARK = "#"
+
+KeySpec = None | str | tuple[str, ...] | list[str] | Callable[..., str]
+
+
+class NotCanonical(TypeError):
+    """A value has no canonical text."""
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON-ready data with one spelling in every process."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, enum.Enum):
+        return _plain(value.value)
+    if isinstance(value, uuid.UUID | decimal.Decimal):
+        return str(value)
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, set | frozenset):
+        return sorted((_plain(item) for item in value), key=canonical_json)
+    if isinstance(value, Mapping):
+        return {_text(k): _plain(v) for k, v in value.items()}
+    meta = getattr(value, "_meta", None)
+    if meta is not None and hasattr(meta, "label_lower") and hasattr(value, "pk"):
+        return f"{meta.label_lower}:{_text(value.pk)}"
+    raise NotCanonical(type(value).__qualname__)
+
+
+def _text(value: Any) -> str:
+    plain = _plain(value)
+    return plain if isinstance(plain, str) else canonical_json(plain)
+
+
+def canonical_json(value: Any) -> str:
+    """Compact JSON with sorted keys; ``value`` must already be plain."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _plain_argument(value: Any, argument: str) -> Any:
+    try:
+        return _plain(value)
+    except NotCanonical as exc:
+        raise LockError(
+            f"cannot derive a lock name from argument {argument!r}: "
+            f"a {exc} has no canonical text; pass key= to task_lock"
+        ) from None
+
+
+def canonical_text(value: Any, argument: str = "value") -> str:
+    """The canonical text of one argument; ``LockError`` naming it when there is none."""
+    plain = _plain_argument(value, argument)
+    return plain if isinstance(plain, str) else canonical_json(plain)
+
+
+def canonical_arguments(arguments: Mapping[str, Any]) -> str:
+    """All bound arguments as one canonical JSON object."""
+    return canonical_json({name: _plain_argument(v, name) for name, v in arguments.items()})
+
+
+class NameBuilder:
+    """Turns a ``task_lock`` key spec into lock names; validated against the signature."""
+
+    def __init__(self, key: KeySpec, signature: inspect.Signature) -> None:
+        self.key = key
+        parameters = signature.parameters
+        if key is None or callable(key):
+            self.fields: tuple[str, ...] = ()
+        elif isinstance(key, str) and key.isidentifier():
+            self.fields = (key,)
+        elif isinstance(key, str):
+            self.fields = self._template_fields(key)
+        elif isinstance(key, tuple | list) and all(isinstance(k, str) for k in key):
+            self.fields = tuple(key)
+        else:
+            raise TypeError(
+                "task_lock key= must be None, an argument name, a tuple of argument names, "
+                f"a format string or a callable, not {key!r}"
+            )
+        unknown = [field for field in self.fields if field not in parameters]
+        if unknown:
+            hint = " (a bare identifier names an argument)" if key == unknown[0] else ""
+            raise TypeError(
+                f"task_lock key {key!r} names {', '.join(map(repr, unknown))}, "
+                f"not a parameter of {list(parameters)}{hint}"
+            )
+
+    @staticmethod
+    def _template_fields(template: str) -> tuple[str, ...]:
+        fields = []
+        for _, field, spec, conversion in string.Formatter().parse(template):
+            if field is None:
+                continue
+            if not field or spec or conversion:
+                raise TypeError(
+                    f"task_lock key {template!r}: use plain {{argument}} fields, "
+                    f"got {{{field}{'!' + conversion if conversion else ''}"
+                    f"{':' + spec if spec else ''}}}"
+                )
+            fields.append(field)
+        return tuple(fields)
+
+    def name(self, prefix: str, arguments: Mapping[str, Any], args: tuple, kwargs: dict) -> str:
+        """The lock name for one call; ``prefix`` is the task's name."""
+        key = self.key
+        if key is None:
+            return f"{prefix}:{canonical_arguments(arguments)}"
+        if callable(key):
+            name = key(*args, **kwargs)
+            if not isinstance(name, str):
+                raise LockError(f"task_lock key callable returned {name!r}, not a str")
+            return name
+        if isinstance(key, str) and key.isidentifier():
+            return f"{prefix}:{canonical_text(arguments[key], key)}"
+        if isinstance(key, str):
+            return key.format(**{f: canonical_text(arguments[f], f) for f in self.fields})
+        if not key:
+            return prefix
+        values = [_plain_argument(arguments[field], field) for field in self.fields]
+        return f"{prefix}:{canonical_json(values)}"
+
+
+def _is_safe(key: str) -> bool:
+    return len(key.encode()) <= MAX_KEY_BYTES and all(33 <= ord(ch) != 127 for ch in key)
+
+
+def cache_key(name: str, prefix: str, make_key: Callable[[str], str]) -> str:
+    """The full cache key for a lock name, made with the cache's own key function."""
+    if not name.startswith(HASH_MARK):
+        key = make_key(f"{prefix}:{name}")
+        if _is_safe(key):
+            return key
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    return make_key(f"{prefix}:{HASH_MARK}{digest}")

@@ -1,0 +1,188 @@
+"""``Lock``: an owner-tokened lock on a cache key, and the ``lock()`` context manager."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, TypeVar
+
+from celery import current_task
+
+from .backends import get_backend
+from .conf import conf, is_positive_number
+from .exceptions import LockError, LockNotAcquired
+from .holder import Holder
+from .signals import lock_acquired, lock_released
+
+logger = logging.getLogger("tasklock")
+
+#: the first pause of a polling blocking acquire; it doubles up to the backend's max_poll
+FIRST_POLL = 0.001
+
+T = TypeVar("T")
+
+
+def seconds(value: object, what: str) -> float:
+    """``value`` as a finite number of seconds > 0, else ``ValueError`` naming ``what``."""
+    if not is_positive_number(value) or not math.isfinite(value):  # type: ignore[arg-type]
+        raise ValueError(f"{what} must be a finite number of seconds > 0, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _running_task() -> tuple[str | None, str | None]:
+    task = current_task._get_current_object()
+    if task is None:
+        return None, None
+    return task.name, task.request.id
+
+
+class Lock:
+    """A lock named ``name`` in cache ``cache`` that lives at most ``timeout`` seconds.
+
+    Only the holder's random ``token`` can release or extend it. ``bool(lock)`` is a local
+    flag (held and not past the local deadline); ``owned()`` asks the cache.
+    """
+
+    def __init__(self, name: str, timeout: float | None = None, cache: str | None = None) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a lock name must be a non-empty str, got {name!r}")
+        self.name = name
+        self.timeout = conf.TIMEOUT if timeout is None else seconds(timeout, "lock timeout")
+        self.cache_alias = cache or conf.CACHE
+        self.token = secrets.token_hex(16)
+        self._backend = get_backend(self.cache_alias)
+        self._key = self._backend.key(name)
+        self._holder: Holder | None = None
+        self._value: str | None = None
+        self._acquired_at = 0.0
+        self._deadline = 0.0
+
+    def __repr__(self) -> str:
+        return f"<Lock {self.name!r} {'held' if self else 'not held'}>"
+
+    def __bool__(self) -> bool:
+        return self._deadline > time.monotonic()
+
+    @property
+    def holder(self) -> Holder | None:
+        """This lock's own metadata while it holds the lock (local, no I/O)."""
+        return self._holder if self._value is not None else None
+
+    def _call(self, method: Callable[..., T], *args: Any) -> T:
+        try:
+            return method(*args)
+        except self._backend.errors as exc:
+            raise LockError(
+                f"cache {self.cache_alias!r} failed during {method.__name__} of lock {self.name!r}: {exc!r}"
+            ) from exc
+
+    def acquire(self, blocking: bool = False, wait: float | None = None) -> bool:
+        """Take the lock: one try, or with ``blocking`` until it is free or ``wait`` runs out."""
+        if wait is not None:
+            if not blocking:
+                raise ValueError("wait= needs blocking=True; a non-blocking acquire tries once")
+            if not isinstance(wait, int | float) or isinstance(wait, bool) or wait < 0:
+                raise ValueError(f"wait must be a number of seconds >= 0, got {wait!r}")
+        if self:
+            raise LockError(f"{self!r} is already held by this Lock; locks are not re-entrant")
+        started = time.monotonic()
+        give_up = math.inf if wait is None else started + wait
+        task_name, task_id = _running_task()
+        pause = FIRST_POLL
+        while True:
+            attempt = time.monotonic()
+            holder = Holder.here(self.token, self.name, time.time(), self.timeout, task_name, task_id)
+            value = holder.encode()
+            if self._call(self._backend.add, self._key, value, self.timeout):
+                self._holder, self._value = holder, value
+                self._acquired_at, self._deadline = attempt, attempt + self.timeout
+                lock_acquired.send(sender=Lock, lock=self, waited=time.monotonic() - started)
+                return True
+            remaining = give_up - time.monotonic()
+            if not blocking or remaining <= 0:
+                return False
+            self._call(self._backend.wait, self._key, remaining, pause * random.uniform(0.5, 1))
+            pause = min(pause * 2, self._backend.max_poll)
+
+    def release(self) -> bool:
+        """Remove this holder's own lock; False if it had expired, was cleared or taken."""
+        value = self._value
+        if value is None:
+            return False
+        held_for = time.monotonic() - self._acquired_at
+        self._value, self._deadline = None, 0.0
+        released = False
+        try:
+            released = self._call(self._backend.delete_if, self._key, value)
+        finally:
+            lock_released.send(sender=Lock, lock=self, released=released, held_for=held_for)
+        return released
+
+    def extend(self, timeout: float | None = None) -> bool:
+        """Reset this holder's TTL to ``timeout`` (default: the lock's); False if not held."""
+        timeout = self.timeout if timeout is None else seconds(timeout, "extend timeout")
+        if self._value is None or self._holder is None:
+            return False
+        attempt = time.monotonic()
+        holder = self._holder.renewed(time.time(), timeout)
+        value = holder.encode()
+        if self._call(self._backend.replace_if, self._key, self._value, value, timeout):
+            self._holder, self._value, self._deadline = holder, value, attempt + timeout
+            return True
+        self._value, self._deadline = None, 0.0
+        return False
+
+    def locked(self) -> bool:
+        """True if anyone holds the lock (asks the cache)."""
+        return self._call(self._backend.get, self._key) is not None
+
+    def owned(self) -> bool:
+        """True if this Lock's token holds the lock (asks the cache)."""
+        return self._value is not None and self._call(self._backend.get, self._key) == self._value
+
+    def release_quietly(self) -> None:
+        """Release at the end of a block: a lost or failed release is logged, never raised."""
+        try:
+            if self.release():
+                return
+            logger.warning("lock %r had expired or been cleared before it was released", self.name)
+        except LockError:
+            logger.warning("releasing lock %r failed; it lives until its TTL", self.name, exc_info=True)
+
+    def __enter__(self) -> Lock:
+        if not self.acquire():
+            raise LockNotAcquired(f"lock {self.name!r} is held by someone else")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.release_quietly()
+
+
+@contextmanager
+def lock(
+    name: str,
+    timeout: float | None = None,
+    *,
+    cache: str | None = None,
+    blocking: bool = False,
+    wait: float | None = None,
+) -> Iterator[Lock]:
+    """Try to take ``name``; yields the Lock, falsy when someone else holds it."""
+    held = Lock(name, timeout, cache)
+    acquired = held.acquire(blocking=blocking, wait=wait)
+    try:
+        yield held
+    finally:
+        if acquired:
+            held.release_quietly()

@@ -1,0 +1,16 @@
+"""Signals sent by tasklock; every one is sent with ``sender=Lock``.
+
+- ``lock_acquired(lock, waited)``: ``waited`` is the seconds spent acquiring.
+- ``lock_released(lock, released, held_for)``: ``released`` is False when the lock was
+  already gone (expired, cleared, taken) or the release failed.
+- ``lock_contended(name, policy, task_id)``: a ``task_lock`` call found the lock held.
+- ``lock_cleared(name, by, via)``: an operator force-cleared a lock; ``via`` is
+  ``"admin"`` or ``"command"``.
+"""
+
+from django.dispatch import Signal
+
+lock_acquired = Signal()
+lock_released = Signal()
+lock_contended = Signal()
+lock_cleared = Signal()

@@ -1,0 +1,101 @@
+"""The harness: real Redis and memcached on the ports the settings reserved, PostgreSQL
+when it answers (always under CI), and a real prefork Celery worker on the Redis broker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+from django.db import connection
+
+from tests import servers
+
+
+def _unavailable(message: str) -> None:
+    if servers.IN_CI:
+        pytest.fail(f"{message} (CI=true: a missing server is a failure)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    try:
+        server = servers.start_redis(servers.port_of("TASKLOCK_TEST_REDIS"))
+    except servers.ServerUnavailable as exc:
+        _unavailable(f"Redis: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def memcached_server():
+    try:
+        server = servers.start_memcached(servers.port_of("TASKLOCK_TEST_MEMCACHED"))
+    except servers.ServerUnavailable as exc:
+        _unavailable(f"memcached: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """The test database, named in the environment so subprocesses use it too."""
+    os.environ["TASKLOCK_TEST_DB_NAME"] = connection.settings_dict["NAME"]
+    yield
+
+
+@pytest.fixture
+def database_cache(request):
+    """The DatabaseCache on PostgreSQL (SQLite only outside CI: it cannot show races).
+
+    Outside a transaction: inside ``atomic()`` a lock is invisible to other processes."""
+    request.node.add_marker(pytest.mark.django_db(transaction=True))
+    request.getfixturevalue("transactional_db")
+    if connection.vendor != "postgresql":
+        _unavailable("PostgreSQL does not answer on 127.0.0.1:5432")
+    return "database"
+
+
+@pytest.fixture(params=["default", "redis", "memcached", "database"])
+def lock_cache(request):
+    """Each supported backend in turn: django-redis, Django's RedisCache, memcached, database."""
+    alias = request.param
+    if alias in ("default", "redis"):
+        request.getfixturevalue("redis_server")
+    elif alias == "memcached":
+        request.getfixturevalue("memcached_server")
+    else:
+        request.getfixturevalue("database_cache")
+    return alias
+
+
+@pytest.fixture(scope="session")
+def celery_worker(redis_server, django_db_setup):
+    """A real worker: prefork pool, 4 processes, on the harness's Redis broker."""
+    log_path = os.path.join(tempfile.mkdtemp(prefix="tasklock-worker-"), "worker.log")
+    log = open(log_path, "w")  # noqa: SIM115 - the worker writes to it for the whole session
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", "--pool=prefork",
+         "--concurrency=4", "--queues=tasklock-tests", "--without-gossip", "--without-mingle",
+         "--without-heartbeat", "--loglevel=warning", f"--hostname=tests-{os.getpid()}@%h"],
+        stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
+    )  # fmt: skip
+    from tests.tasks import ping
+
+    try:
+        assert ping.delay().get(timeout=60) == "pong"
+    except Exception:
+        process.kill()
+        with open(log_path) as written:
+            print(written.read(), file=sys.stderr)
+        raise
+    yield process
+    process.terminate()
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()

@@ -1,0 +1,117 @@
+"""Settings for the test suite. Server addresses come from the environment, which the
+harness (tests/conftest.py) fills in after starting its own servers, so that worker and
+contender subprocesses see the same ones."""
+
+import os
+
+from tests.servers import IN_CI, postgres_answers, reserve_addresses
+
+reserve_addresses()
+
+SECRET_KEY = "tasklock-tests"
+DEBUG = False
+USE_TZ = True
+ROOT_URLCONF = "tests.urls"
+ALLOWED_HOSTS = ["*"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "tasklock",
+    "tests",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+STATIC_URL = "/static/"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+if os.environ.get("TASKLOCK_TEST_DATABASE") != "sqlite" and (IN_CI or postgres_answers()):
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": "127.0.0.1",
+            "PORT": 5432,
+            "USER": "postgres",
+            "NAME": os.environ.get("TASKLOCK_TEST_DB_NAME", "tasklock"),
+            "TEST": {"NAME": os.environ.get("TASKLOCK_TEST_DB_NAME", "test_tasklock")},
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("TASKLOCK_TEST_DB_NAME", "/tmp/tasklock-tests.sqlite3"),
+            "TEST": {"NAME": os.environ.get("TASKLOCK_TEST_DB_NAME", "/tmp/tasklock-tests.sqlite3")},
+        }
+    }
+
+
+def build_caches(environ=os.environ) -> dict:
+    """Every cache the tests lock on, from the harness's server addresses."""
+    redis = environ["TASKLOCK_TEST_REDIS"]
+    memcached = environ["TASKLOCK_TEST_MEMCACHED"]
+    down = environ["TASKLOCK_TEST_DOWN"]
+    return {
+        "default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": f"redis://{redis}/0"},
+        "redis": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": f"redis://{redis}/0"},
+        "memcached": {
+            "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+            "LOCATION": memcached,
+        },
+        "database": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "tasklock_cache"},
+        "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "dummy": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"},
+        "redis_down": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://{down}/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5, "IGNORE_EXCEPTIONS": True},
+        },
+        "django_redis_down": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://{down}/0",
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        },
+        "memcached_down": {
+            "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+            "LOCATION": down,
+            "OPTIONS": {"connect_timeout": 0.5, "timeout": 0.5},
+        },
+    }
+
+
+CACHES = build_caches()
+
+_redis = os.environ["TASKLOCK_TEST_REDIS"]
+CELERY_BROKER_URL = f"redis://{_redis}/1"
+CELERY_RESULT_BACKEND = f"redis://{_redis}/2"
+CELERY_TASK_DEFAULT_QUEUE = "tasklock-tests"
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"tasklock": {"handlers": ["console"], "level": "WARNING"}},
+}

@@ -1,0 +1,62 @@
+"""Tasks run by a real prefork worker in the tests; each records when its body ran."""
+
+import json
+import os
+import time
+
+import redis
+from django.conf import settings
+
+from tasklock import task_lock
+from tests.celery_app import app
+
+
+def record(run_id: str, key: object, started: float) -> None:
+    """Append [key, start, end, pid] to the run's list (monotonic clock, system-wide on Linux)."""
+    client = redis.Redis.from_url(settings.CELERY_RESULT_BACKEND)
+    client.rpush(f"intervals:{run_id}", json.dumps([key, started, time.monotonic(), os.getpid()]))
+
+
+@app.task
+def ping() -> str:
+    return "pong"
+
+
+@app.task(bind=True, max_retries=200)
+@task_lock(key="game_id", timeout=30, on_locked="retry", countdown=0.2)
+def update_game(self, game_id: int, run_id: str, hold: float = 0.2) -> str:
+    started = time.monotonic()
+    time.sleep(hold)
+    record(run_id, game_id, started)
+    return "ran"
+
+
+@app.task(max_retries=200)
+@task_lock(key="game_id", timeout=30, countdown=0.2)
+def update_game_unbound(game_id: int, run_id: str, hold: float = 0.2) -> str:
+    started = time.monotonic()
+    time.sleep(hold)
+    record(run_id, game_id, started)
+    return "ran"
+
+
+@app.task
+@task_lock(key="game_id", timeout=30, on_locked="skip")
+def update_game_or_skip(game_id: int) -> str:
+    return "ran"
+
+
+@app.task(bind=True, max_retries=2)
+@task_lock(key="game_id", timeout=30, on_locked="retry", countdown=0.05)
+def update_game_few_retries(self, game_id: int) -> str:
+    return "ran"
+
+
+@app.task(bind=True)
+@task_lock(key="item", timeout=30)
+def report_holder(self, item: int) -> str | None:
+    """The stored holder metadata of this task's own lock, as the cache has it."""
+    from tasklock.backends import get_backend
+
+    backend = get_backend()
+    return backend.get(backend.key(f"{self.name}:{item}"))

@@ -1,0 +1,194 @@
+"""Lock semantics on every supported backend, against real servers."""
+
+import time
+import uuid
+
+import pytest
+from django.db import transaction
+
+from tasklock import Lock, LockError, LockNotAcquired, lock
+from tasklock.signals import lock_acquired, lock_released
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}:{uuid.uuid4().hex}"
+
+
+def test_acquire_release_cycle(lock_cache):
+    held = Lock(unique(), timeout=10, cache=lock_cache)
+    assert not held and not held.locked()
+    assert held.acquire() is True
+    assert held and held.owned() and held.locked()
+    other = Lock(held.name, timeout=10, cache=lock_cache)
+    assert other.acquire() is False
+    assert other.locked() and not other.owned() and not other
+    assert other.release() is False, "a Lock that never acquired releases nothing"
+    assert held.owned()
+    assert held.release() is True
+    assert not held and not held.locked()
+    assert held.release() is False, "a second release finds nothing of its own"
+    assert other.acquire() is True
+    other.release()
+
+
+def test_not_reentrant(lock_cache):
+    held = Lock(unique(), timeout=10, cache=lock_cache)
+    assert held.acquire()
+    with pytest.raises(LockError, match="not re-entrant"):
+        held.acquire()
+    held.release()
+
+
+def test_holder_metadata(lock_cache):
+    held = Lock(unique(), timeout=10, cache=lock_cache)
+    held.acquire()
+    holder = held.holder
+    assert holder.token == held.token and holder.name == held.name
+    assert holder.pid > 0 and holder.host and holder.thread
+    assert holder.expires_at - holder.acquired_at == pytest.approx(10)
+    assert holder.task_name is None and holder.task_id is None
+    held.release()
+    assert held.holder is None
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), "10", True])
+def test_bad_timeouts_are_refused(timeout):
+    with pytest.raises(ValueError, match="timeout"):
+        Lock("x", timeout=timeout)
+
+
+def test_wait_needs_blocking(redis_server):
+    with pytest.raises(ValueError, match="blocking"):
+        Lock(unique()).acquire(wait=1)
+
+
+def test_extend_is_owner_checked(lock_cache):
+    held = Lock(unique(), timeout=2, cache=lock_cache)
+    assert held.extend() is False, "nothing to extend before acquiring"
+    held.acquire()
+    assert held.extend(30) is True
+    assert held.holder.timeout == 30
+    assert held.owned()
+    with pytest.raises(ValueError):
+        held.extend(0)
+    held.release()
+
+
+def test_sub_second_timeout_is_really_stored(lock_cache):
+    """memcached takes whole seconds and Django's RedisCache int()s timeouts: 0.5 s must
+    still store a lock that others can see."""
+    held = Lock(unique(), timeout=0.5, cache=lock_cache)
+    assert held.acquire()
+    assert Lock(held.name, cache=lock_cache).locked()
+    assert not Lock(held.name, timeout=5, cache=lock_cache).acquire()
+    held.release()
+
+
+def test_expiry_safety(lock_cache):
+    """A's TTL runs out, B takes the lock: A can neither release nor extend B's lock."""
+    ttl = 1 if lock_cache == "memcached" else 0.3
+    a = Lock(unique("expiry"), timeout=ttl, cache=lock_cache)
+    assert a.acquire()
+    time.sleep(ttl + (1.1 if lock_cache == "memcached" else 0.2))
+    assert not a, "the local flag drops at the local deadline"
+    b = Lock(a.name, timeout=30, cache=lock_cache)
+    assert b.acquire()
+    assert a.release() is False
+    assert a.extend() is False
+    assert b.owned()
+    assert b.release() is True
+
+
+def test_blocking_acquire_gives_up_after_wait(lock_cache):
+    held = Lock(unique(), timeout=10, cache=lock_cache)
+    held.acquire()
+    started = time.monotonic()
+    assert Lock(held.name, cache=lock_cache).acquire(blocking=True, wait=0.3) is False
+    assert 0.3 <= time.monotonic() - started < 2
+    held.release()
+
+
+def test_blocking_acquire_gets_lock_after_expiry(lock_cache):
+    ttl = 1 if lock_cache == "memcached" else 0.3
+    held = Lock(unique(), timeout=ttl, cache=lock_cache)
+    held.acquire()
+    waiter = Lock(held.name, timeout=10, cache=lock_cache)
+    assert waiter.acquire(blocking=True, wait=5)
+    assert waiter.owned()
+    waiter.release()
+
+
+def test_with_lock_object_raises_when_held(lock_cache):
+    name = unique()
+    with Lock(name, timeout=10, cache=lock_cache) as first:
+        assert first.owned()
+        with pytest.raises(LockNotAcquired), Lock(name, cache=lock_cache):
+            pytest.fail("the body must not run")
+    assert not Lock(name, cache=lock_cache).locked()
+
+
+def test_lock_context_manager_never_raises_for_contention(lock_cache):
+    name = unique()
+    with lock(name, timeout=10, cache=lock_cache) as held:
+        assert held
+        with lock(name, cache=lock_cache) as second:
+            assert not second
+    assert not Lock(name, cache=lock_cache).locked()
+
+
+def test_lock_released_on_exception(lock_cache):
+    name = unique()
+    with pytest.raises(RuntimeError), lock(name, timeout=10, cache=lock_cache):
+        raise RuntimeError
+    assert not Lock(name, cache=lock_cache).locked()
+
+
+def test_signals(redis_server):
+    seen = []
+
+    def on_acquired(sender, lock, waited, **kwargs):
+        seen.append(("acquired", sender, lock.name, waited >= 0))
+
+    def on_released(sender, lock, released, held_for, **kwargs):
+        seen.append(("released", sender, lock.name, released, held_for >= 0))
+
+    lock_acquired.connect(on_acquired)
+    lock_released.connect(on_released)
+    try:
+        with lock("signals", timeout=5):
+            pass
+    finally:
+        lock_acquired.disconnect(on_acquired)
+        lock_released.disconnect(on_released)
+    assert seen == [("acquired", Lock, "signals", True), ("released", Lock, "signals", True, True)]
+
+
+@pytest.mark.parametrize("alias", ["redis_down", "django_redis_down", "memcached_down"])
+def test_cache_down_is_an_error_not_contention(alias, memcached_server):
+    """A dead server never reads as "held by someone" (pymemcache answers False, django-redis
+    with IGNORE_EXCEPTIONS swallows errors): acquire raises LockError, chained."""
+    held = Lock(unique(), timeout=5, cache=alias)
+    for _ in range(3):  # pymemcache alternates between raising and answering False
+        with pytest.raises(LockError) as caught:
+            held.acquire()
+        assert caught.value.__cause__ is not None or "unreachable" in str(caught.value)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_database_lock_refused_inside_atomic(database_cache):
+    held = Lock(unique(), timeout=5, cache="database")
+    with transaction.atomic(), pytest.raises(LockError, match="atomic"):
+        held.acquire()
+
+
+def test_unsafe_cache_refused_at_runtime(settings):
+    from django.core.exceptions import ImproperlyConfigured
+
+    for alias in ("locmem", "dummy"):
+        with pytest.raises(ImproperlyConfigured, match="refuses"):
+            Lock("x", cache=alias)
+    settings.TASKLOCK = {"ALLOW_PROCESS_LOCAL_CACHE": True}
+    with lock("x", cache="locmem") as held:
+        assert held
+    with pytest.raises(ImproperlyConfigured, match="DummyCache"):
+        Lock("x", cache="dummy")

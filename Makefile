@@ -22,3 +22,8 @@ lint:
 	scripts/bootstrap.sh $(DEMO_PAIR)
 	.venv-$(DEMO_PAIR)/bin/ruff check .
 	.venv-$(DEMO_PAIR)/bin/ruff format --check .
+
+bench:
+	scripts/bootstrap.sh $(DEMO_PAIR) redis-server memcached
+	.venv-$(DEMO_PAIR)/bin/python -m pip install -q --disable-pip-version-check -r bench/requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+	.venv-$(DEMO_PAIR)/bin/python -m bench

@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import time
 import uuid
 
 import pytest
@@ -92,3 +93,21 @@ def test_holder_metadata_names_the_task():
     assert holder.task_name == tasks.report_holder.name
     assert holder.task_id == result.id
     assert holder.name == f"{tasks.report_holder.name}:1"
+
+
+def test_two_copies_of_one_task_id_never_overlap():
+    """Redis-broker redelivery and reject_on_worker_lost run copies with the same task id at
+    once: ownership is the holder's random token, never the task id."""
+    run_id = uuid.uuid4().hex
+    task_id = uuid.uuid4().hex
+    first = tasks.update_game.apply_async((8, run_id, 0.5), task_id=task_id)
+    tasks.update_game.apply_async((8, run_id, 0.5), task_id=task_id)
+    first.get(timeout=60)
+    client = redis.Redis.from_url(settings.CELERY_RESULT_BACKEND)
+    for _ in range(100):
+        if client.llen(f"intervals:{run_id}") == 2:
+            break
+        time.sleep(0.1)
+    spans = intervals(run_id)
+    assert len(spans) == 2
+    assert overlapping_pairs(spans) == 0

@@ -80,6 +80,10 @@ def build_caches(environ=os.environ) -> dict:
             "LOCATION": memcached,
         },
         "database": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "tasklock_cache"},
+        "database_dropped": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "tasklock_dropped_cache",
+        },
         "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
         "dummy": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"},
         "redis_down": {

@@ -192,3 +192,26 @@ def test_unsafe_cache_refused_at_runtime(settings):
         assert held
     with pytest.raises(ImproperlyConfigured, match="DummyCache"):
         Lock("x", cache="dummy")
+
+
+def test_long_and_spaced_names_work_on_every_backend(lock_cache):
+    """Keys over 250 bytes or with spaces break memcached and the database cache's
+    varchar(255): they are hashed, and the readable name stays in the metadata."""
+    for name in (unique("x" * 400), unique("with spaces\tand\ncontrol")):
+        held = Lock(name, timeout=10, cache=lock_cache)
+        assert held.acquire()
+        assert Lock(name, cache=lock_cache).locked()
+        assert held.holder.name == name
+        assert held.release()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_database_errors_surface_instead_of_a_silent_false(database_cache):
+    """DatabaseCache.add turns every database error into False ("someone holds it")."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS tasklock_dropped_cache")
+    with pytest.raises(LockError) as caught:
+        Lock(unique(), cache="database_dropped").acquire()
+    assert "tasklock_dropped_cache" in str(caught.value)

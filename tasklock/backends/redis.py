@@ -82,10 +82,9 @@ class RedisBackend(LockBackend):
         return bool(_EXTEND((key,), args, client=self.client))
 
     def wait(self, key: str, remaining: float, pause: float) -> None:
-        seconds = remaining
         ttl_ms = self.client.pttl(key)
-        if ttl_ms > 0:
-            seconds = min(seconds, ttl_ms / 1000)
-        seconds = min(seconds, self.max_block)
+        if ttl_ms == -2:  # released or expired since the failed SET: try again at once
+            return
+        seconds = min(remaining, self.max_block, ttl_ms / 1000 if ttl_ms > 0 else self.max_block)
         if seconds >= 0.001:
             self.client.blpop([key + WAKE_SUFFIX], timeout=seconds)

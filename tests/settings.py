@@ -79,6 +79,17 @@ def build_caches(environ=os.environ) -> dict:
             "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
             "LOCATION": memcached,
         },
+        "prefixed": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://{redis}/0",
+            "KEY_PREFIX": "app",
+            "VERSION": 3,
+        },
+        "subclassed_memcached": {"BACKEND": "tests.cache_backends.SubclassedMemcache", "LOCATION": memcached},
+        "vendor_redis": {
+            "BACKEND": "tests.cache_backends.VendorRedisCache",
+            "LOCATION": f"redis://{redis}/0",
+        },
         "database": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "tasklock_cache"},
         "database_dropped": {
             "BACKEND": "django.core.cache.backends.db.DatabaseCache",

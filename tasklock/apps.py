@@ -1,7 +1,17 @@
 from django.apps import AppConfig
+from django.core.checks import Tags, register
 
 
 class TaskLockConfig(AppConfig):
     name = "tasklock"
     verbose_name = "Task locks"
     default_auto_field = "django.db.models.AutoField"
+
+    def ready(self) -> None:
+        from . import checks
+
+        register(checks.check_settings, "tasklock")
+        register(checks.check_lock_cache, Tags.caches, "tasklock")
+        register(checks.check_time_limits, "tasklock")
+        register(checks.check_eviction_policy, Tags.caches, "tasklock", deploy=True)
+        register(checks.check_ignore_exceptions, Tags.caches, "tasklock", deploy=True)

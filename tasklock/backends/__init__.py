@@ -23,6 +23,9 @@ KNOWN_BACKENDS = {
     "django.core.cache.backends.filebased.FileBasedCache": "file",
 }
 
+#: what to lock on instead of an unsafe family
+SAFE_CHOICES = "Redis (django-redis), PyMemcacheCache or DatabaseCache"
+
 #: families whose ``add`` is no lock across processes, and why
 UNSAFE_FAMILIES = {
     "locmem": "LocMemCache keeps a separate cache in every process, so each worker gets the lock",
@@ -63,16 +66,20 @@ def usable_family(alias: str, cache: Any) -> str:
         return family
     if family in UNSAFE_FAMILIES:
         raise ImproperlyConfigured(
-            f"tasklock refuses cache {alias!r} ({path}): {UNSAFE_FAMILIES[family]}. "
-            "Use Redis (django-redis), PyMemcacheCache or DatabaseCache."
+            f"tasklock refuses cache {alias!r} ({path}): {UNSAFE_FAMILIES[family]}. Use {SAFE_CHOICES}."
         )
     if family is None:
-        raise ImproperlyConfigured(
-            f"tasklock does not know cache {alias!r} ({path}). If its add() is atomic across "
-            f'processes, declare it: TASKLOCK = {{"TRUSTED_BACKENDS": {{"{path}": "redis"}}}} '
-            '(or "memcached" / "database", the family whose client it uses).'
-        )
+        raise ImproperlyConfigured(f"tasklock does not know cache {alias!r} ({path}). {how_to_trust(path)}")
     return family
+
+
+def how_to_trust(path: str) -> str:
+    """How to declare backend ``path`` trusted, as one sentence."""
+    return (
+        "If its add() is atomic across processes, declare it: "
+        f'TASKLOCK = {{"TRUSTED_BACKENDS": {{"{path}": "redis"}}}} '
+        '(or "memcached" / "database", the family whose client it uses).'
+    )
 
 
 def get_backend(alias: str | None = None) -> LockBackend:

@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from collections.abc import Iterator
+from typing import Any, ClassVar, NamedTuple
 
 from ..conf import conf
+from ..exceptions import LockError
 from ..keys import cache_key
+
+#: how many tries a force-clear makes while the holder keeps rewriting its value
+CLEAR_TRIES = 5
+
+
+class Stored(NamedTuple):
+    """A key inside the prefix; ``value`` None: absent, or not read yet when fresh from ``scan``."""
+
+    key: str
+    value: str | None = None
+    #: seconds left by the server's own clock; None where the server keeps no readable TTL
+    ttl: float | None = None
 
 
 class LockBackend(ABC):
@@ -52,3 +66,23 @@ class LockBackend(ABC):
     def wait(self, key: str, remaining: float, pause: float) -> None:
         """Block until ``key`` may be free: at most ``remaining`` s; pollers sleep ``pause``."""
         time.sleep(min(pause, remaining))
+
+    def key_start(self) -> str:
+        """The start every lock key shares: the cache key of ``KEY_PREFIX:``."""
+        return self.make_key(f"{conf.KEY_PREFIX}:")
+
+    def scan(self) -> Iterator[list[Stored]]:
+        """Batches of the keys inside the prefix; values may be left unread (None)."""
+        raise LockError(f"{type(self.cache).__name__} cannot list the locks it holds")
+
+    def read(self, keys: list[str]) -> list[Stored]:
+        """The stored values of ``keys``, in order (None for an absent key)."""
+        return [Stored(key, self.get(key)) for key in keys]
+
+    def clear(self, key: str) -> str | None:
+        """Delete ``key`` whoever holds it; the value removed, or None if it was absent."""
+        for _ in range(CLEAR_TRIES):
+            value = self.get(key)
+            if value is None or self.delete_if(key, value):
+                return value
+        raise LockError(f"{key!r} changed {CLEAR_TRIES} times while it was being cleared; try again")

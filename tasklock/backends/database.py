@@ -9,6 +9,7 @@ released by a rollback, so the adapter refuses to run there.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,7 +17,12 @@ from django.db import DatabaseError, IntegrityError, connections, router
 from django.utils import timezone
 
 from ..exceptions import LockError
-from .base import LockBackend
+from .base import LockBackend, Stored
+
+#: rows fetched per query while listing
+SCAN_BATCH = 1000
+#: keys per ``IN (...)`` when reading several locks
+READ_BATCH = 500
 
 
 class DatabaseBackend(LockBackend):
@@ -109,3 +115,41 @@ class DatabaseBackend(LockBackend):
                 ],
             )
             return cursor.rowcount == 1
+
+    def scan(self) -> Iterator[list[Stored]]:
+        """The live rows whose key starts with the prefix, in key order, a batch per query."""
+        connection = self._database()
+        start = connection.ops.prep_for_like_query(self.key_start()) + "%"
+        query = self._sql(
+            connection,
+            f"SELECT cache_key, value FROM {{table}} WHERE cache_key {connection.operators['startswith']} "
+            "AND cache_key > %s AND expires >= %s ORDER BY cache_key LIMIT %s",
+        )
+        after = ""
+        while True:
+            with connection.cursor() as cursor:
+                cursor.execute(query, [start, after, self._at(connection, timezone.now()), SCAN_BATCH])
+                rows = cursor.fetchall()
+            if rows:
+                yield [Stored(key, value) for key, value in rows]
+            if len(rows) < SCAN_BATCH:
+                return
+            after = rows[-1][0]
+
+    def read(self, keys: list[str]) -> list[Stored]:
+        connection = self._database()
+        found: dict[str, str] = {}
+        for first in range(0, len(keys), READ_BATCH):
+            batch = keys[first : first + READ_BATCH]
+            marks = ", ".join(["%s"] * len(batch))
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    self._sql(
+                        connection,
+                        "SELECT cache_key, value FROM {table} "
+                        f"WHERE cache_key IN ({marks}) AND expires >= %s",
+                    ),
+                    [*batch, self._at(connection, timezone.now())],
+                )
+                found.update(cursor.fetchall())
+        return [Stored(key, found.get(key)) for key in keys]

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from pymemcache.exceptions import MemcacheError
 
 from ..exceptions import LockError
-from .base import LockBackend
+from .base import LockBackend, Stored
+from .memcached_index import HeldIndex
 
 #: memcached reads an exptime above 30 days as a Unix timestamp
 MAX_RELATIVE_EXPIRE = 30 * 24 * 3600
@@ -34,12 +36,14 @@ class MemcachedBackend(LockBackend):
     def __init__(self, cache: Any) -> None:
         super().__init__(cache)
         self.client = cache._cache
+        self.index = HeldIndex(self.client, self.make_key, self.errors)
 
     def add(self, key: str, value: str, timeout: float) -> bool:
         data = value.encode()
         exptime = expire(timeout)
         for _ in range(2):  # the second round covers a holder released in between
             if self.client.add(key, data, expire=exptime, noreply=False):
+                self.index.note(key)
                 return True
             if self.client.get(key) is not None:
                 return False
@@ -56,7 +60,14 @@ class MemcachedBackend(LockBackend):
         return self.client.cas(key, new, cas_id, expire=exptime, noreply=False) is True
 
     def delete_if(self, key: str, value: str) -> bool:
-        return self._swap(key, value, b"", EXPIRE_NOW)
+        deleted = self._swap(key, value, b"", EXPIRE_NOW)
+        if deleted:
+            self.index.forget(key)
+        return deleted
 
     def replace_if(self, key: str, value: str, new_value: str, timeout: float) -> bool:
         return self._swap(key, value, new_value.encode(), expire(timeout))
+
+    def scan(self) -> Iterator[list[Stored]]:
+        """memcached cannot list keys: the held locks come from tasklock's own index."""
+        return self.index.scan()

@@ -8,12 +8,14 @@ list beside the key, which blocked waiters ``BLPOP`` instead of polling.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterator
 from typing import Any
 
 from redis.commands.core import Script
 from redis.exceptions import RedisError
 
-from .base import LockBackend
+from .base import LockBackend, Stored
 
 #: a wake-up list is the lock key plus this; lock keys never contain a space
 WAKE_SUFFIX = " wake"
@@ -21,6 +23,8 @@ WAKE_SUFFIX = " wake"
 WAKE_TTL_MS = 1000
 #: the longest single BLPOP; a waiter re-checks the lock at least this often (s)
 MAX_BLOCK = 1.0
+#: keys asked of each SCAN step when listing locks
+SCAN_COUNT = 1000
 
 _RELEASE = Script(
     None,
@@ -49,6 +53,11 @@ def write_client(cache: Any) -> Any:
     if client is not None and hasattr(client, "get_client"):  # django-redis
         return client.get_client(write=True)
     return cache._cache.get_client(write=True)  # Django: writes go to the first server
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a literal inside a ``SCAN MATCH`` pattern."""
+    return re.sub(r"([\\*?\[\]])", r"\\\1", text)
 
 
 def milliseconds(timeout: float) -> int:
@@ -88,3 +97,28 @@ class RedisBackend(LockBackend):
         seconds = min(remaining, self.max_block, ttl_ms / 1000 if ttl_ms > 0 else self.max_block)
         if seconds >= 0.001:
             self.client.blpop([key + WAKE_SUFFIX], timeout=seconds)
+
+    def scan(self) -> Iterator[list[Stored]]:
+        """``SCAN MATCH`` inside the prefix, in batches, wake-up lists left out; values unread."""
+        match = glob_escape(self.key_start()) + "*"
+        cursor = 0
+        while True:
+            cursor, found = self.client.scan(cursor, match=match, count=SCAN_COUNT)
+            keys = (raw.decode(errors="replace") for raw in found)
+            batch = [Stored(key) for key in keys if not key.endswith(WAKE_SUFFIX)]
+            if batch:
+                yield batch
+            if not cursor:
+                return
+
+    def read(self, keys: list[str]) -> list[Stored]:
+        """One pipelined round trip of ``GET`` + ``PTTL`` per key."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+            pipe.pttl(key)
+        replies = pipe.execute()
+        return [
+            Stored(key, None if raw is None else raw.decode(), ttl / 1000 if ttl >= 0 else None)
+            for key, raw, ttl in zip(keys, replies[::2], replies[1::2], strict=True)
+        ]

@@ -1,0 +1,161 @@
+"""Who holds which lock: the listing behind ``locks list`` and the admin's "Held locks".
+
+Each backend's adapter finds the keys inside ``TASKLOCK["KEY_PREFIX"]`` (``SCAN`` on Redis,
+tasklock's index on memcached, a query on the database cache). Names are read from the keys
+where a key spells its name, so filtering a page needs no value reads; only the entries shown
+are read. Memory stays bounded by one batch plus the page, however many locks are held.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .backends import get_backend
+from .backends.base import LockBackend, Stored
+from .conf import conf
+from .exceptions import LockError
+from .holder import Holder
+from .keys import HASH_MARK
+
+Matcher = Callable[[str], bool]
+
+#: entries completed (values read) at a time while listing everything
+READ_BATCH = 1000
+
+
+def glob(pattern: str) -> Matcher:
+    """Names matching a shell glob, case-sensitively (``fnmatch.fnmatchcase``)."""
+    return lambda name: fnmatch.fnmatchcase(name, pattern)
+
+
+def containing(text: str) -> Matcher:
+    """Names containing ``text``, ignoring case."""
+    folded = text.casefold()
+    return lambda name: folded in name.casefold()
+
+
+@dataclass(frozen=True, slots=True)
+class HeldLockInfo:
+    """One held lock as an operator sees it."""
+
+    name: str
+    holder: str
+    task_name: str | None
+    task_id: str | None
+    acquired_at: datetime
+    expires_in: float
+
+    @classmethod
+    def from_stored(cls, stored: Stored, now: float) -> HeldLockInfo | None:
+        holder = Holder.decode(stored.value)
+        if holder is None:
+            return None
+        expires_in = stored.ttl if stored.ttl is not None else holder.expires_at - now
+        return cls(
+            holder.name,
+            holder.holder,
+            holder.task_name,
+            holder.task_id,
+            datetime.fromtimestamp(holder.acquired_at, tz=UTC),
+            round(max(expires_in, 0.0), 3),
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``locks list --json`` object: exactly these keys."""
+        return {
+            "name": self.name,
+            "holder": self.holder,
+            "task_name": self.task_name,
+            "task_id": self.task_id,
+            "acquired_at": self.acquired_at.isoformat(),
+            "expires_in": self.expires_in,
+        }
+
+
+@contextmanager
+def cache_errors(backend: LockBackend, alias: str, doing: str) -> Iterator[None]:
+    """Re-raise the cache client's errors as ``LockError``."""
+    try:
+        yield
+    except backend.errors as exc:
+        raise LockError(f"cache {alias!r} failed while {doing}: {exc!r}") from exc
+
+
+class Inventory:
+    """The locks held in one cache (default ``TASKLOCK["CACHE"]``)."""
+
+    def __init__(self, cache: str | None = None) -> None:
+        self.alias = cache or conf.CACHE
+        self.backend = get_backend(self.alias)
+
+    def _namer(self) -> Callable[[str], str | None]:
+        """The name a key spells (None when hashed, or when the key function hides it)."""
+        start = self.backend.key_start()
+        if self.backend.make_key(f"{conf.KEY_PREFIX}:probe") != start + "probe":
+            return lambda key: None
+        hashed = start + HASH_MARK
+        return lambda key: key[len(start) :] if not key.startswith(hashed) else None
+
+    def _named(self) -> Iterator[tuple[str, Stored]]:
+        """``(name, stored)`` for every key inside the prefix; values read only when needed."""
+        name_in = self._namer()
+        for batch in self.backend.scan():
+            unread = [s.key for s in batch if s.value is None and name_in(s.key) is None]
+            read = {s.key: s for s in self.backend.read(unread)} if unread else {}
+            for stored in batch:
+                name = name_in(stored.key)
+                if name is None:
+                    stored = read.get(stored.key, stored)
+                    holder = Holder.decode(stored.value)
+                    if holder is None:
+                        continue
+                    name = holder.name
+                yield name, stored
+
+    def _complete(self, found: list[Stored]) -> list[HeldLockInfo]:
+        """Entries for ``found``, reading the values not read yet; locks gone meanwhile left out."""
+        unread = [s.key for s in found if s.value is None]
+        fresh = {s.key: s for s in self.backend.read(unread)} if unread else {}
+        now = time.time()
+        entries = (HeldLockInfo.from_stored(fresh.get(s.key, s), now) for s in found)
+        return [entry for entry in entries if entry is not None]
+
+    def each(self, matches: Matcher | None = None) -> Iterator[HeldLockInfo]:
+        """Every held lock whose name ``matches``, in scan order, read a batch at a time."""
+        with cache_errors(self.backend, self.alias, "listing locks"):
+            found: list[Stored] = []
+            for name, stored in self._named():
+                if matches is None or matches(name):
+                    found.append(stored)
+                if len(found) >= READ_BATCH:
+                    yield from self._complete(found)
+                    found = []
+            yield from self._complete(found)
+
+    def entries(self, matches: Matcher | None = None) -> list[HeldLockInfo]:
+        """Every held lock whose name ``matches``, sorted by name."""
+        return sorted(self.each(matches), key=lambda entry: entry.name)
+
+    def page(self, matches: Matcher | None, offset: int, limit: int) -> tuple[int, list[HeldLockInfo]]:
+        """How many held locks match, and the ``limit`` of them from ``offset``, in scan order."""
+        with cache_errors(self.backend, self.alias, "listing locks"):
+            count = 0
+            picked: list[Stored] = []
+            for name, stored in self._named():
+                if matches is None or matches(name):
+                    if offset <= count < offset + limit:
+                        picked.append(stored)
+                    count += 1
+            return count, self._complete(picked)
+
+    def find(self, names: Iterable[str]) -> list[HeldLockInfo]:
+        """The held locks among ``names``, in their order."""
+        keys = [self.backend.key(name) for name in dict.fromkeys(names)]
+        with cache_errors(self.backend, self.alias, "reading locks"):
+            return self._complete([Stored(key) for key in keys])

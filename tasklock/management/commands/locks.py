@@ -1,0 +1,132 @@
+"""``manage.py locks list`` and ``manage.py locks clear``: see and force-clear held locks."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ...clearing import force_clear, os_user
+from ...exceptions import LockError
+from ...inventory import HeldLockInfo, Inventory, glob
+
+COLUMNS = ("name", "holder", "task_name", "task_id", "acquired_at", "expires_in")
+
+
+class Command(BaseCommand):
+    help = "List the locks tasklock holds, or force-clear them."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        commands = parser.add_subparsers(dest="subcommand", required=True, metavar="{list,clear}")
+        listing = commands.add_parser("list", help="Show who holds which lock.")
+        listing.add_argument("--json", action="store_true", help="Print a JSON array for scripts.")
+        listing.add_argument("--match", metavar="GLOB", help="Only names matching this shell glob.")
+        clearing = commands.add_parser("clear", help="Force-clear locks, whoever holds them.")
+        for subparser in (listing, clearing):
+            subparser.add_argument(
+                "--cache", help='The cache alias holding the locks (default: TASKLOCK["CACHE"]).'
+            )
+        clearing.add_argument("names", nargs="*", metavar="NAME", help="Lock names to clear.")
+        clearing.add_argument("--match", metavar="GLOB", help="Clear every lock whose name matches.")
+        clearing.add_argument("--all", action="store_true", help="Clear every held lock.")
+        clearing.add_argument(
+            "--dry-run", action="store_true", help="Show what would be cleared; clear nothing."
+        )
+        clearing.add_argument(
+            "--yes",
+            "--noinput",
+            "--no-input",
+            action="store_false",
+            dest="interactive",
+            help="Clear without asking for confirmation.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        inventory = Inventory(options.get("cache"))
+        try:
+            if options["subcommand"] == "list":
+                self.list(inventory, options)
+            else:
+                self.clear(inventory, options)
+        except LockError as exc:
+            raise CommandError(str(exc)) from exc
+
+    def list(self, inventory: Inventory, options: dict[str, Any]) -> None:
+        pattern = options.get("match")
+        entries = inventory.entries(glob(pattern) if pattern else None)
+        if options.get("json"):
+            self.stdout.write(json.dumps([entry.as_json() for entry in entries], ensure_ascii=False))
+        elif entries:
+            self.stdout.write(table(entries))
+        else:
+            self.stdout.write("No locks held.")
+
+    def clear(self, inventory: Inventory, options: dict[str, Any]) -> None:
+        names, pattern, everything = options.get("names") or [], options.get("match"), options.get("all")
+        if sum((bool(names), bool(pattern), bool(everything))) != 1:
+            raise CommandError("locks clear takes lock names, or --match GLOB, or --all (exactly one)")
+        if names:
+            entries = inventory.find(names)
+            missing = sorted(set(names) - {entry.name for entry in entries})
+        else:
+            entries = inventory.entries(glob(pattern) if pattern else None)
+            missing = []
+        for name in missing:
+            self.stderr.write(f"No lock named {name!r} is held.")
+        if entries:
+            self.stdout.write(table(entries))
+        if options.get("dry_run"):
+            self.stdout.write(f"Would clear {plural(len(entries))} (dry run).")
+        elif entries and self.confirmed(len(entries), options):
+            gone = self.clear_entries(inventory, entries)
+            missing.extend(gone)
+        elif not entries:
+            self.stdout.write("No locks to clear.")
+        if missing and names:
+            listed = ", ".join(map(repr, missing))
+            raise CommandError(f"{plural(len(missing))} not held: {listed}", returncode=1)
+
+    def confirmed(self, count: int, options: dict[str, Any]) -> bool:
+        if not options.get("interactive", True):
+            return True
+        answer = input(f"Force-clear {plural(count)}? Their holders keep running unlocked. [y/N] ")
+        if answer.strip().lower() in ("y", "yes"):
+            return True
+        self.stdout.write("Nothing cleared.")
+        return False
+
+    def clear_entries(self, inventory: Inventory, entries: list[HeldLockInfo]) -> list[str]:
+        """Clear each entry; the names already gone by then."""
+        by = os_user()
+        cleared, gone = 0, []
+        for entry in entries:
+            if force_clear(entry.name, by=by, via="command", cache=inventory.alias):
+                cleared += 1
+            else:
+                gone.append(entry.name)
+        self.stdout.write(self.style.SUCCESS(f"Cleared {plural(cleared)}."))
+        return gone
+
+
+def plural(count: int) -> str:
+    return f"{count} lock{'' if count == 1 else 's'}"
+
+
+def table(entries: list[HeldLockInfo]) -> str:
+    """The entries as an aligned text table, one row per lock."""
+    rows = [COLUMNS] + [
+        (
+            entry.name,
+            entry.holder,
+            entry.task_name or "-",
+            entry.task_id or "-",
+            entry.acquired_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            f"{entry.expires_in:.1f}s",
+        )
+        for entry in entries
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(COLUMNS))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )

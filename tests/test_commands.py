@@ -1,0 +1,326 @@
+"""``manage.py locks list`` / ``locks clear`` on every backend, against real servers."""
+
+import json
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from io import StringIO
+
+import pytest
+from celery._state import _task_stack
+from django.core.cache import caches
+from django.core.management import CommandError, call_command
+from django.test import override_settings
+
+from tasklock import Lock
+from tasklock.backends import get_backend
+from tasklock.backends.memcached_index import SEPARATOR
+from tasklock.clearing import force_clear, os_user
+from tasklock.signals import lock_cleared
+from tests.settings import build_caches
+from tests.tasks import ping
+
+JSON_KEYS = {"name", "holder", "task_name", "task_id", "acquired_at", "expires_in"}
+#: names with glob characters, spaces (hashed cache keys) and HTML
+NAMES = ["report[1]", "report*x", "a?b", "plain", "has space", "<b>x</b>"]
+
+
+@pytest.fixture
+def prefix():
+    """A key prefix of this test's own, so other tests' locks never show up."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def locks(lock_cache, prefix):
+    """Run the test with ``lock_cache`` as TASKLOCK's cache; yields a Lock factory."""
+    made = []
+
+    def make(name, timeout=60, cache=None):
+        held = Lock(name, timeout=timeout, cache=cache)
+        assert held.acquire()
+        made.append(held)
+        return held
+
+    with override_settings(TASKLOCK={"CACHE": lock_cache, "KEY_PREFIX": prefix}):
+        yield make
+        for held in made:
+            held.release()
+
+
+def locks_json(*args, **options):
+    out = StringIO()
+    call_command("locks", "list", *args, json=True, stdout=out, **options)
+    return json.loads(out.getvalue())
+
+
+def clear(*args, **options):
+    out, err = StringIO(), StringIO()
+    call_command("locks", "clear", *args, stdout=out, stderr=err, **options)
+    return out.getvalue()
+
+
+@contextmanager
+def running_task(task, task_id):
+    _task_stack.push(task)
+    task.push_request(id=task_id)
+    try:
+        yield
+    finally:
+        task.pop_request()
+        _task_stack.pop()
+
+
+def test_list_json_has_exactly_the_documented_keys(locks):
+    assert locks_json() == []
+    plain = locks("plain", timeout=30)
+    with running_task(ping, "task-42"):
+        locks("in a task", timeout=60)
+    listed = {entry["name"]: entry for entry in locks_json()}
+    assert set(listed) == {"plain", "in a task"}
+    for entry in listed.values():
+        assert set(entry) == JSON_KEYS
+        assert isinstance(entry["expires_in"], float)
+        acquired = datetime.fromisoformat(entry["acquired_at"])
+        assert acquired.utcoffset() == timedelta(0)
+        assert abs(acquired.timestamp() - time.time()) < 60
+    assert listed["plain"]["holder"] == plain.holder.holder
+    assert listed["plain"]["holder"].rsplit(":", 1)[1] == str(plain.holder.pid)
+    assert listed["plain"]["task_name"] is None and listed["plain"]["task_id"] is None
+    assert 0 < listed["plain"]["expires_in"] <= 30
+    assert listed["in a task"]["task_name"] == ping.name
+    assert listed["in a task"]["task_id"] == "task-42"
+    assert 30 < listed["in a task"]["expires_in"] <= 60
+
+
+def test_expires_in_follows_extend(locks):
+    held = locks("extended", timeout=5)
+    assert held.extend(500)
+    assert locks_json()[0]["expires_in"] > 400
+
+
+def test_released_and_expired_locks_are_not_listed(locks):
+    locks("kept")
+    released = locks("released")
+    locks("expires", timeout=1)
+    released.release()
+    time.sleep(1.1)
+    assert [entry["name"] for entry in locks_json()] == ["kept"]
+
+
+def test_table_is_the_default(locks):
+    out = StringIO()
+    call_command("locks", "list", stdout=out)
+    assert "No locks held." in out.getvalue()
+    locks("report:7")
+    out = StringIO()
+    call_command("locks", "list", stdout=out)
+    header, row = out.getvalue().splitlines()
+    assert header.split() == ["name", "holder", "task_name", "task_id", "acquired_at", "expires_in"]
+    assert row.startswith("report:7 ") and " - " in row
+
+
+def test_match_is_fnmatchcase_on_names_with_glob_characters(locks):
+    for name in NAMES:
+        locks(name)
+
+    def matched(pattern):
+        return sorted(entry["name"] for entry in locks_json(match=pattern))
+
+    assert matched("report[[]1]") == ["report[1]"]
+    assert matched("report[*]*") == ["report*x"]
+    assert matched("report*") == ["report*x", "report[1]"]
+    assert matched("a[?]b") == ["a?b"]
+    assert matched("has *") == ["has space"]
+    assert matched("PLAIN") == [], "case-sensitive"
+    assert matched("<b>*") == ["<b>x</b>"]
+
+
+def test_clear_names_exits_non_zero_for_a_missing_one(locks):
+    held = locks("report[1]")
+    kept = locks("kept")
+    with pytest.raises(CommandError, match="not held: 'missing'") as raised:
+        clear("report[1]", "missing", interactive=False)
+    assert raised.value.returncode == 1
+    assert [entry["name"] for entry in locks_json()] == ["kept"]
+    assert held.release() is False
+    assert kept.owned()
+
+
+def test_clear_match_and_dry_run(locks):
+    for name in NAMES:
+        locks(name)
+    out = clear(match="report[*]*", dry_run=True, interactive=False)
+    assert "Would clear 1 lock" in out
+    assert len(locks_json()) == len(NAMES)
+    clear(match="report*", interactive=False)
+    assert sorted(entry["name"] for entry in locks_json()) == sorted(set(NAMES) - {"report[1]", "report*x"})
+
+
+def test_clear_needs_exactly_one_selection(locks):
+    with pytest.raises(CommandError, match="exactly one"):
+        clear(interactive=False)
+    with pytest.raises(CommandError, match="exactly one"):
+        clear("a", all=True, interactive=False)
+
+
+def test_clear_asks_for_confirmation(locks, monkeypatch):
+    locks("asked")
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    assert "Nothing cleared." in clear("asked")
+    assert len(locks_json()) == 1
+    monkeypatch.setattr("builtins.input", lambda prompt: "y")
+    assert "Cleared 1 lock." in clear("asked")
+    assert locks_json() == []
+
+
+def test_clear_all_leaves_keys_outside_the_prefix_alone(locks, lock_cache, prefix):
+    for name in NAMES:
+        locks(name)
+    cache = caches[lock_cache]
+    cache.set("foreign", "value", 60)
+    cache.set(f"{prefix}-other:plain", "value", 60)
+    with override_settings(TASKLOCK={"CACHE": lock_cache, "KEY_PREFIX": f"{prefix}x"}):
+        neighbour = Lock("plain", timeout=60)
+        assert neighbour.acquire()
+    try:
+        clear(all=True, interactive=False)
+        assert locks_json() == []
+        assert cache.get("foreign") == "value"
+        assert cache.get(f"{prefix}-other:plain") == "value"
+        assert neighbour.owned()
+    finally:
+        neighbour.release()
+        cache.delete_many(["foreign", f"{prefix}-other:plain"])
+
+
+def test_cleared_holder_cannot_release_a_newer_holder(locks):
+    first = locks("contested")
+    assert force_clear("contested", by="ops", via="command")
+    second = locks("contested")
+    assert first.release() is False
+    assert first.extend() is False
+    assert second.owned()
+    assert [entry["holder"] for entry in locks_json()] == [second.holder.holder]
+
+
+def test_clear_is_logged_and_signalled(locks, caplog):
+    locks("audited")
+    heard = []
+
+    def receiver(sender, **kwargs):
+        heard.append(kwargs)
+
+    lock_cleared.connect(receiver)
+    try:
+        clear("audited", interactive=False)
+    finally:
+        lock_cleared.disconnect(receiver)
+    assert heard == [{"signal": lock_cleared, "name": "audited", "by": os_user(), "via": "command"}]
+    assert "'audited' force-cleared by" in caplog.text
+
+
+def test_cache_option_picks_another_cache(locks, prefix, redis_server, memcached_server):
+    with override_settings(TASKLOCK={"CACHE": "memcached", "KEY_PREFIX": prefix}):
+        elsewhere = Lock("elsewhere", timeout=60)
+        assert elsewhere.acquire()
+    try:
+        assert [entry["name"] for entry in locks_json(cache="memcached")] == ["elsewhere"]
+    finally:
+        elsewhere.release()
+
+
+def test_redis_key_prefix_with_glob_characters_is_escaped(redis_server, prefix):
+    """The cache's own KEY_PREFIX can hold glob characters; SCAN must match it literally."""
+    base = build_caches()["default"]
+    globby = {**base, "KEY_PREFIX": "g*[1]?"}
+    similar = {**base, "KEY_PREFIX": "gx1y"}  # matches g*[1]? as a glob
+    with override_settings(
+        CACHES={**build_caches(), "globby": globby, "similar": similar},
+        TASKLOCK={"CACHE": "globby", "KEY_PREFIX": prefix},
+    ):
+        mine = Lock("mine", timeout=60)
+        other = Lock("theirs", timeout=60, cache="similar")
+        assert mine.acquire() and other.acquire()
+        try:
+            assert [entry["name"] for entry in locks_json()] == ["mine"]
+            clear(all=True, interactive=False)
+            assert other.owned() and not mine.owned()
+        finally:
+            other.release()
+
+
+def test_redis_wake_up_lists_are_not_listed(redis_server, prefix):
+    with override_settings(TASKLOCK={"CACHE": "default", "KEY_PREFIX": prefix}):
+        held = Lock("woken", timeout=60)
+        held.acquire()
+        held.release()  # leaves a wake-up list for a second
+        backend = get_backend()
+        assert backend.client.exists(backend.key("woken") + " wake")
+        assert locks_json() == []
+
+
+@pytest.fixture
+def memcached_locks(memcached_server, prefix):
+    with override_settings(TASKLOCK={"CACHE": "memcached", "KEY_PREFIX": prefix}):
+        yield get_backend()
+
+
+def shard_entries(backend, name):
+    key = backend.key(name)
+    raw = backend.client.get(backend.index.shard_of(key)) or b""
+    return raw.split(SEPARATOR).count(key.encode())
+
+
+def test_memcached_index_is_pruned_when_listed(memcached_locks):
+    backend = memcached_locks
+    for _ in range(3):
+        held = Lock("again", timeout=60)
+        held.acquire()
+        held.release()
+    kept = Lock("again", timeout=60)
+    kept.acquire()
+    assert shard_entries(backend, "again") == 4, "one append per acquire; release removes nothing"
+    assert [entry["name"] for entry in locks_json()] == ["again"]
+    assert shard_entries(backend, "again") == 1, "repeats and dead entries pruned"
+    kept.release()
+    assert locks_json() == []
+    assert shard_entries(backend, "again") == 0
+
+
+def test_memcached_listing_under_concurrent_acquire_and_release(memcached_locks):
+    """Churning threads never hide a lock held throughout; once they stop, the listing is exact."""
+    steady = [Lock(f"steady:{n}", timeout=60) for n in range(20)]
+    for held in steady:
+        assert held.acquire()
+    stop = threading.Event()
+    survivors = []
+
+    def churn(worker):
+        n = 0
+        while not stop.is_set():
+            held = Lock(f"churn:{worker}:{n % 7}", timeout=60)
+            if held.acquire() and n % 5:
+                held.release()
+            elif held:
+                survivors.append(held)
+            n += 1
+
+    threads = [threading.Thread(target=churn, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(10):
+            names = {entry["name"] for entry in locks_json()}
+            assert {held.name for held in steady} <= names
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    expected = {held.name for held in steady} | {held.name for held in survivors}
+    assert {entry["name"] for entry in locks_json()} == expected
+    for held in steady + survivors:
+        held.release()
+    assert locks_json() == []

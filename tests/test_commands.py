@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from tasklock import Lock
-from tasklock.backends import get_backend
+from tasklock.backends import get_backend, memcached_index
 from tasklock.backends.memcached_index import SEPARATOR
 from tasklock.clearing import force_clear, os_user
 from tasklock.signals import lock_cleared
@@ -252,13 +252,28 @@ def test_redis_key_prefix_with_glob_characters_is_escaped(redis_server, prefix):
             other.release()
 
 
-def test_redis_wake_up_lists_are_not_listed(redis_server, prefix):
+def test_redis_waiter_keys_are_not_listed(redis_server, prefix):
+    """A blocked waiter and a handoff leave side keys beside the lock key; they are no locks."""
     with override_settings(TASKLOCK={"CACHE": "default", "KEY_PREFIX": prefix}):
+        backend = get_backend()
+        match = backend.key_start() + "*"
         held = Lock("woken", timeout=60)
         held.acquire()
-        held.release()  # leaves a wake-up list for a second
-        backend = get_backend()
-        assert backend.client.exists(backend.key("woken") + " wake")
+        waiter = Lock("woken", timeout=60)
+        thread = threading.Thread(target=waiter.acquire, kwargs={"blocking": True, "wait": 5})
+        thread.start()
+        try:
+            deadline = time.monotonic() + 2
+            while not any(b" " in key for key in backend.client.scan_iter(match)):
+                assert time.monotonic() < deadline, "the waiter left no side key"
+                time.sleep(0.01)
+            assert [entry["holder"] for entry in locks_json()] == [held.holder.holder]
+        finally:
+            held.release()
+            thread.join()
+        assert waiter.owned()
+        assert [entry["name"] for entry in locks_json()] == ["woken"]
+        waiter.release()
         assert locks_json() == []
 
 
@@ -274,8 +289,9 @@ def shard_entries(backend, name):
     return raw.split(SEPARATOR).count(key.encode())
 
 
-def test_memcached_index_is_pruned_when_listed(memcached_locks):
+def test_memcached_index_is_pruned_when_listed(memcached_locks, monkeypatch):
     backend = memcached_locks
+    monkeypatch.setattr(memcached_index, "PRUNE_ODDS", 10**9)  # no prune on release here
     for _ in range(3):
         held = Lock("again", timeout=60)
         held.acquire()
@@ -288,6 +304,20 @@ def test_memcached_index_is_pruned_when_listed(memcached_locks):
     kept.release()
     assert locks_json() == []
     assert shard_entries(backend, "again") == 0
+
+
+def test_memcached_release_now_and_then_prunes_its_shard(memcached_locks, monkeypatch):
+    backend = memcached_locks
+    monkeypatch.setattr(memcached_index, "PRUNE_ODDS", 10**9)
+    for _ in range(3):
+        with Lock("pruned", timeout=60):
+            pass
+    kept = Lock("pruned", timeout=60)
+    kept.acquire()
+    assert shard_entries(backend, "pruned") == 4
+    monkeypatch.setattr(memcached_index, "PRUNE_ODDS", 1)
+    kept.release()
+    assert shard_entries(backend, "pruned") == 0
 
 
 def test_memcached_listing_under_concurrent_acquire_and_release(memcached_locks):

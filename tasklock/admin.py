@@ -1,0 +1,124 @@
+"""The "Held locks" admin page: see who holds what, and force-clear a stuck lock.
+
+``HeldLock`` has no table (django-rq's placeholder-model pattern): the changelist reads the
+lock cache through ``HeldLockChangeList``. Viewing needs ``tasklock.view_heldlock``; the
+``force_clear`` action needs ``tasklock.delete_heldlock`` and follows ``delete_selected``'s
+protocol: the selected names as ``_selected_action``, a confirmation page, then the same POST
+with ``post=yes``; ``select_across=1`` takes every lock matching the current search.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.models import DELETION, LogEntry
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from .changelist import HeldLockChangeList, HeldLockQuery
+from .clearing import force_clear
+from .models import HeldLock
+
+#: the most names the confirmation page lists; it says how many more there are
+CONFIRM_SHOWN = 100
+#: LogEntry rows written per query
+LOG_BATCH = 500
+
+
+@admin.register(HeldLock)
+class HeldLockAdmin(admin.ModelAdmin):
+    list_display = ("name", "holder", "task_name", "task_id", "acquired_at", "expires_in")
+    list_display_links = None
+    search_fields = ("name",)
+    search_help_text = _("Part of a lock name, in any case.")
+    sortable_by = ()
+    list_per_page = 100
+    show_full_result_count = False
+    actions = ["force_clear"]
+
+    def get_urls(self) -> list[Any]:
+        """The changelist only: a held lock has no change, add, history or delete page."""
+        name = f"{self.opts.app_label}_{self.opts.model_name}_changelist"
+        return [path("", self.admin_site.admin_view(self.changelist_view), name=name)]
+
+    def get_queryset(self, request: HttpRequest) -> HeldLockQuery:  # type: ignore[override]
+        return HeldLockQuery()
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[HeldLockChangeList]:
+        return HeldLockChangeList
+
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
+        """The site's ``delete_selected`` left out: it deletes through the ORM.
+
+        ``action_location`` is Django 6.1's argument; 5.2 calls this without it.
+        """
+        where = {} if action_location is None else {"action_location": action_location}
+        actions = super().get_actions(request, **where)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(permissions=["delete"], description=_("Force-clear selected held locks"))
+    def force_clear(self, request: HttpRequest, queryset: HeldLockQuery) -> HttpResponse | None:
+        if request.POST.get("post"):
+            self._clear(request, queryset)
+            return None
+        shown = queryset.page(0, CONFIRM_SHOWN)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Are you sure?"),
+            "subtitle": None,
+            "opts": self.opts,
+            "held_locks": shown,
+            "more": max(queryset.count() - len(shown), 0),
+            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across") == "1",
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/tasklock/heldlock/force_clear_confirmation.html", context)
+
+    def _clear(self, request: HttpRequest, queryset: HeldLockQuery) -> None:
+        """Clear every selected lock; a LogEntry for each one actually cleared."""
+        by = request.user.get_username()
+        batch: list[HeldLock] = []
+        cleared = gone = 0
+        for held in queryset:
+            if force_clear(held.name, by=by, via="admin", cache=queryset.cache):
+                batch.append(held)
+                cleared += 1
+            else:
+                gone += 1
+            if len(batch) >= LOG_BATCH:
+                self._log(request, batch)
+                batch = []
+        self._log(request, batch)
+        message = ngettext(
+            "Force-cleared %(count)d held lock.", "Force-cleared %(count)d held locks.", cleared
+        )
+        self.message_user(request, message % {"count": cleared}, messages.SUCCESS)
+        if gone:
+            self.message_user(
+                request,
+                ngettext("%(count)d lock was already gone.", "%(count)d locks were already gone.", gone)
+                % {"count": gone},
+                messages.WARNING,
+            )
+
+    @staticmethod
+    def _log(request: HttpRequest, cleared: list[HeldLock]) -> None:
+        if cleared:
+            LogEntry.objects.log_actions(
+                request.user.pk, cleared, DELETION, change_message="Force-cleared the held lock."
+            )

@@ -1,0 +1,110 @@
+"""The admin changelist of held locks, without a table: a query object over the cache.
+
+Django's ``ChangeList`` pages a QuerySet. ``HeldLockQuery`` offers the part of that protocol
+the admin uses here (``count()``, slicing, iteration, ``filter(pk__in=...)``), backed by the
+inventory: one scan of the prefix counts the matching locks and keeps only the page, so a
+page costs one pass and the memory of one batch plus the page, however many locks are held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
+from django.core.paginator import InvalidPage
+
+from .inventory import HeldLockInfo, Inventory, containing
+from .models import HeldLock
+
+
+class HeldLockQuery:
+    """The held locks whose names contain ``search`` (any case), optionally among ``names``."""
+
+    #: entries come in the backend's scan order, the same for every page of a stable set
+    ordered = True
+
+    def __init__(self, cache: str | None = None, search: str = "", names: Iterable[str] | None = None):
+        self.cache = cache
+        self.text = search
+        self.names = None if names is None else list(names)
+        self.model = HeldLock
+        self._count: int | None = None
+
+    def search(self, text: str) -> HeldLockQuery:
+        return HeldLockQuery(self.cache, text, self.names)
+
+    def filter(self, *, pk__in: Iterable[str]) -> HeldLockQuery:
+        """The admin's selection: only the named locks."""
+        return HeldLockQuery(self.cache, self.text, pk__in)
+
+    def _infos(self, offset: int = 0, limit: int | None = None) -> tuple[int, list[HeldLockInfo]]:
+        inventory = Inventory(self.cache)
+        matches = containing(self.text) if self.text else None
+        if self.names is not None:
+            found = [e for e in inventory.find(self.names) if matches is None or matches(e.name)]
+            return len(found), found[offset : None if limit is None else offset + limit]
+        if limit is None:
+            found = list(inventory.each(matches))
+            return len(found), found[offset:]
+        return inventory.page(matches, offset, limit)
+
+    def page(self, offset: int, limit: int) -> list[HeldLock]:
+        """``limit`` locks from ``offset``; the count comes with it, in the same pass."""
+        self._count, infos = self._infos(offset, limit)
+        return [HeldLock.from_info(info) for info in infos]
+
+    def count(self) -> int:
+        if self._count is None:
+            self._count = self._infos(0, 0)[0]
+        return self._count
+
+    def __getitem__(self, index: slice) -> list[HeldLock]:
+        if not isinstance(index, slice) or index.step is not None:
+            raise TypeError("held locks are sliced by page: query[start:stop]")
+        start = index.start or 0
+        if index.stop is None:
+            return [HeldLock.from_info(info) for info in self._infos(start)[1]]
+        return self.page(start, max(index.stop - start, 0))
+
+    def __iter__(self) -> Iterator[HeldLock]:
+        if self.names is not None:
+            yield from self[:]
+            return
+        matches = containing(self.text) if self.text else None
+        for info in Inventory(self.cache).each(matches):
+            yield HeldLock.from_info(info)
+
+
+class HeldLockChangeList(ChangeList):
+    """A ChangeList over ``HeldLockQuery``: search by name, pagination, no filters or sorting."""
+
+    def get_queryset(self, request: Any, exclude_parameters: Any = None) -> HeldLockQuery:
+        self.filter_specs, self.has_filters, self.has_active_filters = [], False, False
+        self.clear_all_filters_qs = self.get_query_string()
+        return self.root_queryset.search(self.query)
+
+    def get_results(self, request: Any) -> None:
+        query: HeldLockQuery = self.queryset
+        if self.show_all:
+            result_list = query.page(0, self.list_max_show_all)
+        else:
+            result_list = query.page(max(self.page_num - 1, 0) * self.list_per_page, self.list_per_page)
+        paginator = self.model_admin.get_paginator(request, query, self.list_per_page)
+        count = query.count()
+        self.can_show_all = count <= self.list_max_show_all
+        self.multi_page = count > self.list_per_page
+        if self.show_all and not self.can_show_all:
+            result_list = query.page(max(self.page_num - 1, 0) * self.list_per_page, self.list_per_page)
+        if self.multi_page and not (self.show_all and self.can_show_all):
+            try:
+                paginator.validate_number(self.page_num)
+            except InvalidPage:
+                raise IncorrectLookupParameters from None
+        self.result_count = count
+        self.show_full_result_count = False
+        self.show_admin_actions = True
+        self.full_result_count = None
+        self.result_list = result_list
+        self.paginator = paginator

@@ -18,6 +18,7 @@ from tasklock import Lock
 from tasklock.backends import get_backend, memcached_index
 from tasklock.backends.memcached_index import SEPARATOR
 from tasklock.clearing import force_clear, os_user
+from tasklock.inventory import Inventory
 from tasklock.signals import lock_cleared
 from tests.settings import build_caches
 from tests.tasks import ping
@@ -149,6 +150,13 @@ def test_clear_names_exits_non_zero_for_a_missing_one(locks):
     assert kept.owned()
 
 
+def test_find_reads_present_and_absent_names_in_one_batch(locks):
+    for name in ("first", "third", "has space"):
+        locks(name)
+    found = Inventory().find(["first", "second", "has space", "third"])
+    assert [entry.name for entry in found] == ["first", "has space", "third"]
+
+
 def test_clear_match_and_dry_run(locks):
     for name in NAMES:
         locks(name)
@@ -252,27 +260,35 @@ def test_redis_key_prefix_with_glob_characters_is_escaped(redis_server, prefix):
             other.release()
 
 
-def test_redis_waiter_keys_are_not_listed(redis_server, prefix):
-    """A blocked waiter and a handoff leave side keys beside the lock key; they are no locks."""
+def test_redis_side_keys_are_not_listed(redis_server, prefix):
+    """Waiters' keys sit beside the lock key, which never holds a space; they are no locks."""
     with override_settings(TASKLOCK={"CACHE": "default", "KEY_PREFIX": prefix}):
-        backend = get_backend()
-        match = backend.key_start() + "*"
         held = Lock("woken", timeout=60)
         held.acquire()
-        waiter = Lock("woken", timeout=60)
-        thread = threading.Thread(target=waiter.acquire, kwargs={"blocking": True, "wait": 5})
-        thread.start()
+        client = get_backend().client
+        client.rpush(get_backend().key("woken") + " wake", 1)
+        client.set(get_backend().key("woken") + " waiting", 1)
         try:
-            deadline = time.monotonic() + 2
-            while not any(b" " in key for key in backend.client.scan_iter(match)):
-                assert time.monotonic() < deadline, "the waiter left no side key"
-                time.sleep(0.01)
-            assert [entry["holder"] for entry in locks_json()] == [held.holder.holder]
+            assert [entry["name"] for entry in locks_json()] == ["woken"]
+            assert Inventory().page(None, 0, 10)[0] == 1
         finally:
             held.release()
-            thread.join()
+            client.delete(*(get_backend().key("woken") + suffix for suffix in (" wake", " waiting")))
+
+
+def test_redis_blocked_waiter_gets_the_lock_and_the_listing_shows_it(redis_server, prefix):
+    with override_settings(TASKLOCK={"CACHE": "default", "KEY_PREFIX": prefix}):
+        held = Lock("handed", timeout=60)
+        held.acquire()
+        waiter = Lock("handed", timeout=60)
+        thread = threading.Thread(target=waiter.acquire, kwargs={"blocking": True, "wait": 5})
+        thread.start()
+        time.sleep(0.05)
+        assert [entry["name"] for entry in locks_json()] == ["handed"], "one lock, however many wait"
+        held.release()
+        thread.join()
         assert waiter.owned()
-        assert [entry["name"] for entry in locks_json()] == ["woken"]
+        assert [entry["name"] for entry in locks_json()] == ["handed"]
         waiter.release()
         assert locks_json() == []
 

@@ -5,12 +5,15 @@ Every property looks the setting up on each access, so ``override_settings`` wor
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 FAMILIES = ("redis", "memcached", "database")
+#: what a key prefix must not contain: white space (as ``str.isspace``) or glob characters
+PREFIX_FORBIDDEN = re.compile(r"[\s*?\[\]]")
 
 DEFAULTS: dict[str, Any] = {
     "CACHE": "default",
@@ -35,7 +38,7 @@ def _check_cache(value: object) -> str | None:
 def _check_key_prefix(value: object) -> str | None:
     if not isinstance(value, str) or not value:
         return "must be a non-empty string"
-    if any(ch.isspace() or ch in "*?[]" for ch in value):
+    if PREFIX_FORBIDDEN.search(value):
         return "must not contain white space or glob characters (* ? [ ])"
     return None
 

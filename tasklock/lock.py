@@ -58,7 +58,6 @@ class Lock:
         self.token = secrets.token_hex(16)
         self._backend = get_backend(self.cache_alias)
         self._key = self._backend.key(name)
-        self._holder: Holder | None = None
         self._value: str | None = None
         self._acquired_at = 0.0
         self._deadline = 0.0
@@ -72,7 +71,7 @@ class Lock:
     @property
     def holder(self) -> Holder | None:
         """This lock's own metadata while it holds the lock (local, no I/O)."""
-        return self._holder if self._value is not None else None
+        return Holder.decode(self._value) if self._value is not None else None
 
     def _call(self, method: Callable[..., T], *args: Any) -> T:
         try:
@@ -97,10 +96,9 @@ class Lock:
         pause = FIRST_POLL
         while True:
             attempt = time.monotonic()
-            holder = Holder.here(self.token, self.name, time.time(), self.timeout, task_name, task_id)
-            value = holder.encode()
+            value = Holder.encode_here(self.token, self.name, time.time(), self.timeout, task_name, task_id)
             if self._call(self._backend.add, self._key, value, self.timeout):
-                self._holder, self._value = holder, value
+                self._value = value
                 self._acquired_at, self._deadline = attempt, attempt + self.timeout
                 lock_acquired.send(sender=Lock, lock=self, waited=time.monotonic() - started)
                 return True
@@ -127,13 +125,13 @@ class Lock:
     def extend(self, timeout: float | None = None) -> bool:
         """Reset this holder's TTL to ``timeout`` (default: the lock's); False if not held."""
         timeout = self.timeout if timeout is None else seconds(timeout, "extend timeout")
-        if self._value is None or self._holder is None:
+        holder = self.holder
+        if holder is None:
             return False
         attempt = time.monotonic()
-        holder = self._holder.renewed(time.time(), timeout)
-        value = holder.encode()
+        value = holder.renewed(time.time(), timeout).encode()
         if self._call(self._backend.replace_if, self._key, self._value, value, timeout):
-            self._holder, self._value, self._deadline = holder, value, attempt + timeout
+            self._value, self._deadline = value, attempt + timeout
             return True
         self._value, self._deadline = None, 0.0
         return False

@@ -1,8 +1,10 @@
 """Redis, through django-redis or Django's own ``RedisCache``: one round trip per operation.
 
 Acquire is ``SET NX PX`` (milliseconds, so sub-second timeouts are kept); release and extend
-are Lua compare-and-act scripts run on the write client. A release also pushes to a wake-up
-list beside the key, which blocked waiters ``BLPOP`` instead of polling.
+are Lua compare-and-act scripts run on the write client. Blocked waiters ``BLPOP`` a wake-up
+list beside the key instead of polling; a waiter marks the key as waited for before it blocks,
+and only then does a release push to that list, so an uncontended release costs no more than
+a bare compare-and-delete.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from .base import LockBackend, Stored
 WAKE_SUFFIX = " wake"
 #: how long a wake-up nobody took stays in the list (ms)
 WAKE_TTL_MS = 1000
+#: the waiters' mark is the lock key plus this; it outlives a waiter's BLPOP by MARK_SLACK_MS
+WAITING_SUFFIX = " waiting"
+MARK_SLACK_MS = 100
 #: the longest single BLPOP; a waiter re-checks the lock at least this often (s)
 MAX_BLOCK = 1.0
 #: keys asked of each SCAN step when listing locks
@@ -30,10 +35,21 @@ _RELEASE = Script(
     None,
     b"""
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('del', KEYS[1], KEYS[2])
-redis.call('rpush', KEYS[2], 1)
-redis.call('pexpire', KEYS[2], ARGV[2])
+redis.call('del', KEYS[1])
+if redis.call('exists', KEYS[3]) == 1 then
+  redis.call('del', KEYS[2])
+  redis.call('rpush', KEYS[2], 1)
+  redis.call('pexpire', KEYS[2], ARGV[2])
+end
 return 1
+""",
+)
+
+_MARK_WAITING = Script(
+    None,
+    b"""
+redis.call('set', KEYS[2], 1, 'PX', ARGV[1])
+return redis.call('pttl', KEYS[1])
 """,
 )
 
@@ -97,7 +113,7 @@ class RedisBackend(LockBackend):
         return None if raw is None else raw.decode()
 
     def delete_if(self, key: str, value: str) -> bool:
-        keys = (key, key + WAKE_SUFFIX)
+        keys = (key, key + WAKE_SUFFIX, key + WAITING_SUFFIX)
         return bool(_RELEASE(keys, (value, WAKE_TTL_MS), client=self.client))
 
     def replace_if(self, key: str, value: str, new_value: str, timeout: float) -> bool:
@@ -105,10 +121,12 @@ class RedisBackend(LockBackend):
         return bool(_EXTEND((key,), args, client=self.client))
 
     def wait(self, key: str, remaining: float, pause: float) -> None:
-        ttl_ms = self.client.pttl(key)
+        block = min(remaining, self.max_block)
+        mark = milliseconds(block) + MARK_SLACK_MS
+        ttl_ms = _MARK_WAITING((key, key + WAITING_SUFFIX), (mark,), client=self.client)
         if ttl_ms == -2:  # released or expired since the failed SET: try again at once
             return
-        seconds = min(remaining, self.max_block, ttl_ms / 1000 if ttl_ms > 0 else self.max_block)
+        seconds = min(block, ttl_ms / 1000) if ttl_ms > 0 else block
         if seconds >= 0.001:
             self.client.blpop([key + WAKE_SUFFIX], timeout=seconds)
 

@@ -11,6 +11,7 @@ reserve_addresses()
 SECRET_KEY = "tasklock-tests"
 DEBUG = False
 USE_TZ = True
+TIME_ZONE = "UTC"
 ROOT_URLCONF = "tests.urls"
 ALLOWED_HOSTS = ["*"]
 

@@ -42,6 +42,12 @@ def messages(deploy: bool = False) -> dict[str, list[str]]:
     return found
 
 
+def cache_messages() -> dict[str, list[str]]:
+    """All but W003: with a cache that cannot be built, Celery's Django fixup fails the task
+    import that W003 does (reported as W003), once something imported the suite's tasks."""
+    return {key: found for key, found in messages().items() if key != "tasklock.W003"}
+
+
 @pytest.fixture
 def more_caches(settings, tmp_path):
     """The suite's caches plus a file-based one and a LocMemCache subclass."""
@@ -180,17 +186,17 @@ def test_w002_unknown_backend_and_how_to_trust_it(settings):
     """PyLibMCCache (pylibmc is not installed: Django's own cache check would fail on it)."""
     settings.CACHES = {**settings.CACHES, "pylibmc": {"BACKEND": PYLIBMC, "LOCATION": "127.0.0.1:11211"}}
     settings.TASKLOCK = {"CACHE": "pylibmc"}
-    found = messages()
+    found = cache_messages()
     assert list(found) == ["tasklock.W002"]
     assert f'"TRUSTED_BACKENDS": {{"{PYLIBMC}": "redis"}}' in found["tasklock.W002"][0]
     settings.TASKLOCK = {"CACHE": "pylibmc", "TRUSTED_BACKENDS": {PYLIBMC: "memcached"}}
-    assert messages() == {}
+    assert cache_messages() == {}
 
 
 def test_w002_backend_that_does_not_import(settings):
     settings.CACHES = {**settings.CACHES, "broken": {"BACKEND": "no.such.Cache"}}
     settings.TASKLOCK = {"CACHE": "broken"}
-    found = messages()
+    found = cache_messages()
     assert list(found) == ["tasklock.W002"] and "'no.such.Cache'" in found["tasklock.W002"][0]
 
 
@@ -249,8 +255,10 @@ def locked_tasks_app(**conf: object) -> Celery:
 
 
 def warned(found: list) -> dict[str, str]:
+    """W003 messages about the throwaway app's own tasks (a new Celery app also gets every
+    shared task, such as the suite's tests.tasks once something imported them)."""
     assert {message.id for message in found} <= {"tasklock.W003"}
-    return {message.obj: message.msg for message in found}
+    return {message.obj: message.msg for message in found if not message.obj.startswith("tests.")}
 
 
 def test_w003_own_limits_longer_than_lock_timeout():

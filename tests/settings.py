@@ -109,6 +109,11 @@ def build_caches(environ=os.environ) -> dict:
             "LOCATION": f"redis://{down}/0",
             "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
         },
+        "memcached_half_down": {
+            "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+            "LOCATION": [memcached, down],
+            "OPTIONS": {"connect_timeout": 0.5, "timeout": 0.5},
+        },
         "memcached_down": {
             "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
             "LOCATION": down,

@@ -215,3 +215,19 @@ def test_database_errors_surface_instead_of_a_silent_false(database_cache):
     with pytest.raises(LockError) as caught:
         Lock(unique(), cache="database_dropped").acquire()
     assert "tasklock_dropped_cache" in str(caught.value)
+
+
+def test_half_of_a_memcached_cluster_down_never_reads_as_contention(memcached_server):
+    """pymemcache's HashClient answers "not added" for a server it marked failed, without
+    asking it: each lock either works on the live server or raises, never reads as held."""
+    outcomes = set()
+    for number in range(20):
+        held = Lock(unique(f"half{number}"), timeout=5, cache="memcached_half_down")
+        for _ in range(3):
+            try:
+                outcomes.add("acquired" if held.acquire() else "contended")
+            except LockError:
+                outcomes.add("error")
+            if held:
+                held.release()
+    assert outcomes == {"acquired", "error"}

@@ -2,8 +2,10 @@
 
 memcached keeps whole seconds, so timeouts are rounded up (a 0.5 s ``add`` would otherwise
 store nothing). A ``cas`` with exptime -1 is an atomic compare-and-delete.
-pymemcache hides an outage as "not added" for about a second after a failure, so a False
-from ``add`` only counts as contention when a holder is visible.
+pymemcache's ``HashClient`` hides an outage as "not added" for about a second after a
+failure (it answers for a server it marked failed without asking it). So every command goes
+to the key's own server client, which raises on an outage. A False from ``add`` is then
+contention; when no holder is visible the holder released in between, and ``add`` tries again.
 """
 
 from __future__ import annotations
@@ -45,18 +47,14 @@ def send_at_once(client: Any) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def direct_client(client: Any) -> Any:
-    """The client to talk through: with a single server, ``HashClient``'s own client for it.
+def server_clients(client: Any) -> dict[Any, Any]:
+    """The per-server clients of a ``HashClient``, or the client itself for its one server."""
+    return getattr(client, "clients", None) or {None: client}
 
-    ``HashClient`` hashes every key to pick a server (rendezvous hashing in pure Python, about
-    half the client-side cost of a command) and, for a while after a failure, answers for a
-    dead server without asking it. With one server neither helps a lock: the direct client
-    shares the socket and settings, and every outage raises.
-    """
-    servers = getattr(client, "clients", None)
-    if servers is not None and len(servers) == 1:
-        return next(iter(servers.values()))
-    return client
+
+#: how often ``add`` tries again when it found no holder after a refused add (an honest race
+#: with releases); after that the lock counts as contended
+ADD_ROUNDS = 10
 
 
 class MemcachedBackend(LockBackend):
@@ -66,29 +64,42 @@ class MemcachedBackend(LockBackend):
     def __init__(self, cache: Any) -> None:
         super().__init__(cache)
         send_at_once(cache._cache)
-        self.client = direct_client(cache._cache)
+        self.hash_client = cache._cache
+        servers = server_clients(cache._cache)
+        #: with one server, its client (HashClient's hashing is pure Python and only adds cost)
+        self.client = next(iter(servers.values())) if len(servers) == 1 else cache._cache
         self.index = HeldIndex(self.client, self.make_key, self.errors)
 
+    def server_for(self, key: str) -> Any:
+        """The client of the server that holds ``key``: it raises on an outage."""
+        if self.client is not self.hash_client:
+            return self.client
+        node = self.hash_client.hasher.get_node(key)
+        if node is None:
+            raise LockError(f"no memcached server is up for {key!r}")
+        return self.hash_client.clients[node]
+
     def add(self, key: str, value: str, timeout: float) -> bool:
-        data = value.encode()
-        exptime = expire(timeout)
-        for _ in range(2):  # the second round covers a holder released in between
-            if self.client.add(key, data, expire=exptime, noreply=False):
+        client, data, exptime = self.server_for(key), value.encode(), expire(timeout)
+        for _ in range(ADD_ROUNDS):
+            if client.add(key, data, expire=exptime, noreply=False):
                 self.index.note(key)
                 return True
-            if self.client.get(key) is not None:
+            if client.get(key) is not None:
                 return False
-        raise LockError(f"memcached refused to add {key!r} but shows no holder: the server is unreachable")
+            # no holder visible: released in between (a server client raises on an outage)
+        return False  # the lock changed hands every time we looked: it is contended
 
     def get(self, key: str) -> str | None:
-        raw = self.client.get(key)
+        raw = self.server_for(key).get(key)
         return None if raw is None else raw.decode()
 
     def _swap(self, key: str, value: str, new: bytes, exptime: int) -> bool:
-        stored, cas_id = self.client.gets(key) or (None, None)
+        client = self.server_for(key)
+        stored, cas_id = client.gets(key) or (None, None)
         if stored is None or stored.decode() != value:
             return False
-        return self.client.cas(key, new, cas_id, expire=exptime, noreply=False) is True
+        return client.cas(key, new, cas_id, expire=exptime, noreply=False) is True
 
     def delete_if(self, key: str, value: str) -> bool:
         deleted = self._swap(key, value, b"", EXPIRE_NOW)

@@ -1,6 +1,6 @@
 """One racer process: at agreed moments, "add" an expired database-cache key.
 
-    python -m tests.racers django|tasklock RUN START_AT ROUNDS INTERVAL OUT
+python -m tests.racers django|tasklock RUN START_AT ROUNDS INTERVAL OUT
 """
 
 import json

@@ -8,6 +8,8 @@ from typing import Any
 
 from django.core.cache import InvalidCacheBackendError, caches
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from ..conf import conf
 from .base import LockBackend
@@ -83,7 +85,10 @@ def how_to_trust(path: str) -> str:
 
 
 def get_backend(alias: str | None = None) -> LockBackend:
-    """The adapter for cache ``alias`` (default ``TASKLOCK["CACHE"]``), made once per cache."""
+    """The adapter for cache ``alias`` (default ``TASKLOCK["CACHE"]``), made once per cache.
+
+    The runtime guard (``usable_family``) runs when the adapter is made: a process cannot
+    lock on a cache that is no lock, whatever the system checks said."""
     alias = alias or conf.CACHE
     try:
         cache = caches[alias]
@@ -91,10 +96,15 @@ def get_backend(alias: str | None = None) -> LockBackend:
         raise ImproperlyConfigured(
             f"tasklock cache {alias!r} is not an alias in CACHES; set TASKLOCK['CACHE']"
         ) from None
-    family = usable_family(alias, cache)
     adapter = _adapters.get(cache)
-    if adapter is None or adapter.family != family:
-        module, _, name = ADAPTERS[family].rpartition(".")
-        adapter = getattr(importlib.import_module(module), name)(cache)
-        _adapters[cache] = adapter
+    if adapter is None:
+        module, _, name = ADAPTERS[usable_family(alias, cache)].rpartition(".")
+        adapter = _adapters[cache] = getattr(importlib.import_module(module), name)(cache)
     return adapter
+
+
+@receiver(setting_changed)
+def _forget_adapters(*, setting: str, **kwargs: Any) -> None:
+    """A changed TASKLOCK may trust or refuse a backend: judge every cache again."""
+    if setting == "TASKLOCK":
+        _adapters.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -37,8 +38,13 @@ class LockBackend(ABC):
     #: the longest sleep between two polls of a blocking acquire
     max_poll: ClassVar[float] = 0.01
 
+    #: lock names whose cache keys an adapter remembers (a task's names repeat)
+    remembered_keys: ClassVar[int] = 4096
+
     def __init__(self, cache: Any) -> None:
         self.cache = cache
+        # per adapter, so a changed TASKLOCK (which drops every adapter) forgets them too
+        self.key = functools.lru_cache(maxsize=self.remembered_keys)(self.key)
 
     def make_key(self, raw: str) -> str:
         return self.cache.make_key(raw)

@@ -231,3 +231,48 @@ def test_half_of_a_memcached_cluster_down_never_reads_as_contention(memcached_se
             if held:
                 held.release()
     assert outcomes == {"acquired", "error"}
+
+
+@pytest.mark.parametrize("alias", ["default", "redis"])
+def test_redis_release_wakes_a_blocked_waiter_and_only_then_pushes(alias, redis_server):
+    """Waiters BLPOP a wake-up list that the release script pushes to, but only when a
+    waiter marked the key: an uncontended release writes nothing beside the lock."""
+    import threading
+
+    import redis as redis_py
+
+    from tasklock.backends.redis import WAKE_SUFFIX
+
+    client = redis_py.Redis(port=redis_server.port)
+    alone = Lock(unique(), timeout=30, cache=alias)
+    alone.acquire()
+    alone.release()
+    assert not client.keys(f"*{alone.name}*"), "no wake-up list without a waiter"
+
+    held = Lock(unique(), timeout=30, cache=alias)
+    held.acquire()
+    waiter = Lock(held.name, timeout=30, cache=alias)
+    got = []
+    thread = threading.Thread(target=lambda: got.append(waiter.acquire(blocking=True, wait=20)))
+    thread.start()
+    time.sleep(0.1)  # the waiter is in its first BLPOP, which would last 1 s
+    released_at = time.monotonic()
+    held.release()
+    thread.join(20)
+    # without the wake-up the waiter would look again only ~0.9 s after the release
+    assert got == [True] and time.monotonic() - released_at < 0.5
+    assert not client.exists(held._key + WAKE_SUFFIX), "the waiter took the wake-up"
+    waiter.release()
+
+
+def test_memcached_sockets_send_at_once(memcached_server):
+    """The index's noreply writes would make the next request wait ~40 ms for a delayed ACK
+    under Nagle's algorithm: the adapter turns it off on the cache's sockets."""
+    import socket
+
+    from tasklock.backends import get_backend
+
+    with Lock(unique(), timeout=5, cache="memcached"):
+        pass
+    sock = get_backend("memcached").client.sock
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

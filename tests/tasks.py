@@ -60,3 +60,11 @@ def report_holder(self, item: int) -> str | None:
 
     backend = get_backend()
     return backend.get(backend.key(f"{self.name}:{item}"))
+
+
+@app.task(bind=True, time_limit=1)
+@task_lock(key="item", timeout=3, on_locked="skip")
+def overrun(self, item: int) -> str:
+    """Killed by its hard time limit while holding its lock."""
+    time.sleep(10)
+    return "finished"

@@ -111,3 +111,18 @@ def test_two_copies_of_one_task_id_never_overlap():
     spans = intervals(run_id)
     assert len(spans) == 2
     assert overlapping_pairs(spans) == 0
+
+
+def test_a_child_killed_by_its_time_limit_holds_the_lock_until_its_ttl():
+    """The pool SIGKILLs the child: no finally runs, so the lock lives until its TTL (which
+    W003 keeps at least as long as the limit), and then it is free again."""
+    from celery.exceptions import TimeLimitExceeded
+
+    name = f"{tasks.overrun.name}:1"
+    result = tasks.overrun.delay(1)
+    with pytest.raises(TimeLimitExceeded):
+        result.get(timeout=30)
+    probe = Lock(name, timeout=5)
+    assert probe.locked(), "the killed child could not release"
+    assert probe.acquire(blocking=True, wait=5), "the TTL frees it"
+    probe.release()

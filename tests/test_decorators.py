@@ -136,10 +136,11 @@ def test_lost_lock_is_logged_and_signalled_but_the_result_stands(caplog):
     assert "expired or been cleared" in caplog.text
 
 
-def test_a_down_cache_never_runs_the_body():
+@pytest.mark.parametrize("alias", ["redis_down", "django_redis_down", "memcached_down"])
+def test_a_down_cache_never_runs_the_body(alias):
     ran = []
 
-    @task_lock("down:lock", cache="redis_down", on_locked="skip")
+    @task_lock("down:lock", cache=alias, on_locked="skip")
     def work():
         ran.append(1)
 

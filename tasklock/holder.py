@@ -7,7 +7,6 @@ import os
 import socket
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from json.encoder import encode_basestring
 
 HOST = socket.gethostname()
@@ -104,7 +103,3 @@ class Holder:
     def holder(self) -> str:
         """``host:pid``, as shown by ``locks list``."""
         return f"{self.host}:{self.pid}"
-
-    @property
-    def acquired_at_datetime(self) -> datetime:
-        return datetime.fromtimestamp(self.acquired_at, tz=UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, NamedTuple
 
 from ..conf import conf
@@ -43,13 +43,14 @@ class LockBackend(ABC):
 
     def __init__(self, cache: Any) -> None:
         self.cache = cache
-        # per adapter, so a changed TASKLOCK (which drops every adapter) forgets them too
-        self.key = functools.lru_cache(maxsize=self.remembered_keys)(self.key)
+        #: ``full_key``, remembered per adapter, so a changed TASKLOCK (which drops every
+        #: adapter) forgets the keys too
+        self.key: Callable[[str], str] = functools.lru_cache(maxsize=self.remembered_keys)(self.full_key)
 
     def make_key(self, raw: str) -> str:
         return self.cache.make_key(raw)
 
-    def key(self, name: str) -> str:
+    def full_key(self, name: str) -> str:
         """The full cache key of a lock name, inside ``TASKLOCK["KEY_PREFIX"]``."""
         return cache_key(name, conf.KEY_PREFIX, self.make_key)
 

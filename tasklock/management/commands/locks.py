@@ -46,13 +46,13 @@ class Command(BaseCommand):
         inventory = Inventory(options.get("cache"))
         try:
             if options["subcommand"] == "list":
-                self.list(inventory, options)
+                self.list_locks(inventory, options)
             else:
-                self.clear(inventory, options)
+                self.clear_locks(inventory, options)
         except LockError as exc:
             raise CommandError(str(exc)) from exc
 
-    def list(self, inventory: Inventory, options: dict[str, Any]) -> None:
+    def list_locks(self, inventory: Inventory, options: dict[str, Any]) -> None:
         pattern = options.get("match")
         entries = inventory.entries(glob(pattern) if pattern else None)
         if options.get("json"):
@@ -62,7 +62,7 @@ class Command(BaseCommand):
         else:
             self.stdout.write("No locks held.")
 
-    def clear(self, inventory: Inventory, options: dict[str, Any]) -> None:
+    def clear_locks(self, inventory: Inventory, options: dict[str, Any]) -> None:
         names, pattern, everything = options.get("names") or [], options.get("match"), options.get("all")
         if sum((bool(names), bool(pattern), bool(everything))) != 1:
             raise CommandError("locks clear takes lock names, or --match GLOB, or --all (exactly one)")

@@ -5,8 +5,10 @@ Under ``CI=true`` a missing server binary fails the run instead of skipping.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -14,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+PR_SET_PDEATHSIG = 1
 
 
 class ServerUnavailable(RuntimeError):
@@ -37,6 +40,12 @@ def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 10) -> 
         except OSError:
             time.sleep(0.05)
     raise ServerUnavailable(f"nothing answered on port {port} within {seconds} s")
+
+
+def die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started it dies (Linux), so a
+    killed test run or benchmark leaves no server behind."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def find_binary(name: str, debian_package: str) -> str:
@@ -74,7 +83,7 @@ def start_redis(port: int) -> Server:
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", directory, "--logfile", os.path.join(directory, "redis.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,
     )  # fmt: skip
     wait_for_port(port, process)
     return Server("redis", port, process, directory)
@@ -86,7 +95,7 @@ def start_memcached(port: int) -> Server:
     user = ["-u", "root"] if os.geteuid() == 0 else []
     process = subprocess.Popen(
         [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "256", *user],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,
     )  # fmt: skip
     wait_for_port(port, process)
     return Server("memcached", port, process, directory)

@@ -17,16 +17,6 @@ def _text(value: str | None) -> str:
     return "null" if value is None else encode_basestring(value)
 
 
-def _fields_here(
-    token: str, name: str, now: float, timeout: float, task_name: str | None, task_id: str | None
-) -> tuple:
-    """Every field of a holder in this process and thread, in order."""
-    return (
-        token, name, HOST, os.getpid(), threading.current_thread().name,
-        now, now + timeout, timeout, task_name, task_id,
-    )  # fmt: skip
-
-
 def _encode(
     token: str, name: str, host: str, pid: int, thread: str, acquired_at: float,
     expires_at: float, timeout: float, task_name: str | None, task_id: str | None,
@@ -66,7 +56,8 @@ class Holder:
         task_id: str | None = None,
     ) -> Holder:
         """Metadata for a holder in this process and thread."""
-        return cls(*_fields_here(token, name, now, timeout, task_name, task_id))
+        thread = threading.current_thread().name
+        return cls(token, name, HOST, os.getpid(), thread, now, now + timeout, timeout, task_name, task_id)
 
     def renewed(self, now: float, timeout: float) -> Holder:
         """The same holder with a new expiry."""
@@ -87,7 +78,8 @@ class Holder:
         token: str, name: str, now: float, timeout: float, task_name: str | None, task_id: str | None
     ) -> str:
         """``Holder.here(...).encode()`` without building the Holder: this runs on every acquire."""
-        return _encode(*_fields_here(token, name, now, timeout, task_name, task_id))
+        thread, pid = threading.current_thread().name, os.getpid()
+        return _encode(token, name, HOST, pid, thread, now, now + timeout, timeout, task_name, task_id)
 
     @classmethod
     def decode(cls, raw: str | bytes | None) -> Holder | None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -55,7 +55,7 @@ class Lock:
         self.name = name
         self.timeout = conf.TIMEOUT if timeout is None else seconds(timeout, "lock timeout")
         self.cache_alias = cache or conf.CACHE
-        self.token = secrets.token_hex(16)
+        self.token = os.urandom(16).hex()  # what secrets.token_hex(16) does, one call less
         self._backend = get_backend(self.cache_alias)
         self._key = self._backend.key(name)
         self._value: str | None = None
@@ -73,13 +73,16 @@ class Lock:
         """This lock's own metadata while it holds the lock (local, no I/O)."""
         return Holder.decode(self._value) if self._value is not None else None
 
+    def _failed(self, operation: str, exc: BaseException) -> LockError:
+        return LockError(
+            f"cache {self.cache_alias!r} failed during {operation} of lock {self.name!r}: {exc!r}"
+        )
+
     def _call(self, method: Callable[..., T], *args: Any) -> T:
         try:
             return method(*args)
         except self._backend.errors as exc:
-            raise LockError(
-                f"cache {self.cache_alias!r} failed during {method.__name__} of lock {self.name!r}: {exc!r}"
-            ) from exc
+            raise self._failed(method.__name__, exc) from exc
 
     def acquire(self, blocking: bool = False, wait: float | None = None) -> bool:
         """Take the lock: one try, or with ``blocking`` until it is free or ``wait`` runs out."""
@@ -88,25 +91,30 @@ class Lock:
                 raise ValueError("wait= needs blocking=True; a non-blocking acquire tries once")
             if not isinstance(wait, int | float) or isinstance(wait, bool) or wait < 0:
                 raise ValueError(f"wait must be a number of seconds >= 0, got {wait!r}")
-        if self:
-            raise LockError(f"{self!r} is already held by this Lock; locks are not re-entrant")
         started = time.monotonic()
+        if self._deadline > started:
+            raise LockError(f"{self!r} is already held by this Lock; locks are not re-entrant")
         give_up = math.inf if wait is None else started + wait
         task_name, task_id = _running_task()
-        pause = FIRST_POLL
+        backend, pause = self._backend, FIRST_POLL
         while True:
             attempt = time.monotonic()
             value = Holder.encode_here(self.token, self.name, time.time(), self.timeout, task_name, task_id)
-            if self._call(self._backend.add, self._key, value, self.timeout):
+            try:  # the hot path: no _call frame
+                added = backend.add(self._key, value, self.timeout)
+            except backend.errors as exc:
+                raise self._failed("add", exc) from exc
+            if added:
                 self._value = value
                 self._acquired_at, self._deadline = attempt, attempt + self.timeout
-                lock_acquired.send(sender=Lock, lock=self, waited=time.monotonic() - started)
+                if lock_acquired.receivers:
+                    lock_acquired.send(sender=Lock, lock=self, waited=time.monotonic() - started)
                 return True
             remaining = give_up - time.monotonic()
             if not blocking or remaining <= 0:
                 return False
-            self._call(self._backend.wait, self._key, remaining, pause * random.uniform(0.5, 1))
-            pause = min(pause * 2, self._backend.max_poll)
+            self._call(backend.wait, self._key, remaining, pause * random.uniform(0.5, 1))
+            pause = min(pause * 2, backend.max_poll)
 
     def release(self) -> bool:
         """Remove this holder's own lock; False if it had expired, was cleared or taken."""
@@ -115,11 +123,14 @@ class Lock:
             return False
         held_for = time.monotonic() - self._acquired_at
         self._value, self._deadline = None, 0.0
-        released = False
-        try:
-            released = self._call(self._backend.delete_if, self._key, value)
+        backend, released = self._backend, False
+        try:  # the hot path: no _call frame
+            released = backend.delete_if(self._key, value)
+        except backend.errors as exc:
+            raise self._failed("delete_if", exc) from exc
         finally:
-            lock_released.send(sender=Lock, lock=self, released=released, held_for=held_for)
+            if lock_released.receivers:
+                lock_released.send(sender=Lock, lock=self, released=released, held_for=held_for)
         return released
 
     def extend(self, timeout: float | None = None) -> bool:

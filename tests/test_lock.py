@@ -360,3 +360,28 @@ def test_cache_errors_name_the_alias_the_server_and_the_reason(alias, memcached_
         message = str(caught.value)
         assert repr(alias) in message and down in message, message
         assert "refused" in message.lower(), message
+
+
+def test_task_lock_and_clearing_messages_are_short_and_name_the_server(redis_server):
+    from tasklock import task_lock
+    from tasklock.clearing import force_clear
+    from tasklock.inventory import Inventory
+
+    name = "n" * 1_000_000
+
+    @task_lock(lambda: name, timeout=10, on_locked="raise")
+    def body():
+        pytest.fail("the body must not run")
+
+    with Lock(name, timeout=10), pytest.raises(LockNotAcquired) as contended:
+        body()
+    assert len(str(contended.value)) < 400 and "1000000 chars" in str(contended.value)
+    down = os.environ["TASKLOCK_TEST_DOWN"]
+    with pytest.raises(LockError) as cleared:
+        force_clear(name, by="test", via="python", cache="redis_down")
+    with pytest.raises(LockError) as listed:
+        Inventory("redis_down").entries()
+    for caught in (cleared, listed):
+        message = str(caught.value)
+        assert "'redis_down'" in message and down in message and "refused" in message, message
+        assert len(message) < 600, message[:700]

@@ -93,8 +93,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         Error(
             problem,
             hint=(
-                f"TASKLOCK takes {', '.join(DEFAULTS)}; TIMEOUT is seconds > 0; TRUSTED_BACKENDS "
-                f"maps dotted backend paths to {' / '.join(FAMILIES)}."
+                f"TASKLOCK takes {', '.join(DEFAULTS)}; TIMEOUT is seconds in (0, 365 days]; "
+                f"TRUSTED_BACKENDS maps dotted backend paths to {' / '.join(FAMILIES)}."
             ),
             obj="TASKLOCK",
             id="tasklock.E003",

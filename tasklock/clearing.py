@@ -12,6 +12,7 @@ import os
 
 from .backends import get_backend
 from .conf import conf
+from .exceptions import shown
 from .holder import Holder
 from .inventory import cache_errors
 from .lock import Lock
@@ -35,7 +36,7 @@ def force_clear(name: str, *, by: str, via: str, cache: str | None = None) -> bo
     """
     alias = cache or conf.CACHE
     backend = get_backend(alias)
-    with cache_errors(backend, alias, f"clearing lock {name!r}"):
+    with cache_errors(backend, alias, f"clearing lock {shown(name)}"):
         removed = backend.clear(backend.key(name))
     if removed is None:
         return False

@@ -5,6 +5,7 @@ Every property looks the setting up on each access, so ``override_settings`` wor
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -15,6 +16,11 @@ FAMILIES = ("redis", "memcached", "database")
 #: what a key prefix must not contain: white space (as ``str.isspace``) or glob characters
 PREFIX_FORBIDDEN = re.compile(r"[\s*?\[\]]")
 
+#: the longest lock timeout, on every backend (365 days): memcached reads a longer exptime as
+#: a date past 2038, which has already passed (nothing is stored), and the database cache
+#: overflows
+MAX_TIMEOUT = 365 * 24 * 3600
+
 DEFAULTS: dict[str, Any] = {
     "CACHE": "default",
     "KEY_PREFIX": "tasklock",
@@ -24,9 +30,13 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def is_positive_number(value: object) -> bool:
-    """True for an int or float above zero (bool excluded)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+def timeout_problem(value: object) -> str | None:
+    """What makes ``value`` no lock timeout, or None: a finite number of seconds in (0, MAX]."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value < math.inf:
+        return "must be a finite number of seconds greater than 0"  # NaN fails every comparison
+    if value > MAX_TIMEOUT:
+        return f"must be at most {MAX_TIMEOUT} seconds (365 days)"
+    return None
 
 
 def _check_cache(value: object) -> str | None:
@@ -40,12 +50,6 @@ def _check_key_prefix(value: object) -> str | None:
         return "must be a non-empty string"
     if PREFIX_FORBIDDEN.search(value):
         return "must not contain white space or glob characters (* ? [ ])"
-    return None
-
-
-def _check_timeout(value: object) -> str | None:
-    if not is_positive_number(value):
-        return "must be a number of seconds greater than 0"
     return None
 
 
@@ -69,7 +73,7 @@ def _check_bool(value: object) -> str | None:
 VALIDATORS = {
     "CACHE": _check_cache,
     "KEY_PREFIX": _check_key_prefix,
-    "TIMEOUT": _check_timeout,
+    "TIMEOUT": timeout_problem,
     "TRUSTED_BACKENDS": _check_trusted_backends,
     "ALLOW_PROCESS_LOCAL_CACHE": _check_bool,
 }

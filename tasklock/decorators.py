@@ -13,7 +13,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from celery import Task, current_task
 
-from .exceptions import LockNotAcquired
+from .exceptions import LockNotAcquired, shown
 from .keys import KeySpec, NameBuilder
 from .lock import Lock, seconds
 from .signals import lock_contended
@@ -157,11 +157,11 @@ def task_lock(
             policy = "retry" if _run_by_worker(task) else "raise"
         task_id = task.request.id if task is not None else None
         lock_contended.send(sender=Lock, name=name, policy=policy, task_id=task_id)
-        logger.info("lock %r is held; policy %s", name, policy)
+        logger.info("lock %s is held; policy %s", shown(name), policy)
         if policy == "skip":
             return SKIPPED
         if policy == "raise" or task is None:
-            raise LockNotAcquired(f"lock {name!r} is held by someone else")
+            raise LockNotAcquired(f"lock {shown(name)} is held by someone else")
         delay = task.default_retry_delay if countdown is None else countdown
         raise task.retry(countdown=delay * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER))
 

@@ -83,12 +83,13 @@ class Holder:
 
     @classmethod
     def decode(cls, raw: str | bytes | None) -> Holder | None:
-        """The holder in a stored value; None for a missing or foreign value."""
+        """The holder in a stored value; None for a missing or foreign value (one tasklock did
+        not write: any text, bytes that are no UTF-8, JSON of another shape, nested too deep)."""
         if raw is None:
             return None
         try:
             return cls(**json.loads(raw))
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):
             return None
 
     @property

@@ -19,7 +19,6 @@ from typing import Any
 from .backends import get_backend
 from .backends.base import LockBackend, Stored
 from .conf import conf
-from .exceptions import LockError
 from .holder import Holder
 from .keys import HASH_MARK
 
@@ -84,7 +83,7 @@ def cache_errors(backend: LockBackend, alias: str, doing: str) -> Iterator[None]
     try:
         yield
     except backend.errors as exc:
-        raise LockError(f"cache {alias!r} failed while {doing}: {exc!r}") from exc
+        raise backend.failure(alias, f"while {doing}", exc) from exc
 
 
 class Inventory:

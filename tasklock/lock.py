@@ -7,16 +7,18 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from threading import get_ident
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 from celery import current_task
 
 from .backends import get_backend
-from .conf import conf, is_positive_number
-from .exceptions import LockError, LockNotAcquired
+from .backends.base import LockBackend
+from .conf import conf, timeout_problem
+from .exceptions import LockError, LockNotAcquired, shown
 from .holder import Holder
 from .signals import lock_acquired, lock_released
 
@@ -25,14 +27,22 @@ logger = logging.getLogger("tasklock")
 #: the first pause of a polling blocking acquire; it doubles up to the backend's max_poll
 FIRST_POLL = 0.001
 
-T = TypeVar("T")
-
 
 def seconds(value: object, what: str) -> float:
-    """``value`` as a finite number of seconds > 0, else ``ValueError`` naming ``what``."""
-    if not is_positive_number(value) or not math.isfinite(value):  # type: ignore[arg-type]
-        raise ValueError(f"{what} must be a finite number of seconds > 0, got {value!r}")
+    """``value`` as a lock timeout (finite, > 0, at most ``MAX_TIMEOUT``), else ``ValueError``."""
+    if problem := timeout_problem(value):
+        raise ValueError(f"{what} {problem}, got {value!r}")
     return float(value)  # type: ignore[arg-type]
+
+
+def cache_alias(cache: object) -> str:
+    """``cache`` as a cache alias; None means ``TASKLOCK["CACHE"]``."""
+    if cache is None:
+        return conf.CACHE
+    if not isinstance(cache, str) or not cache:
+        error = TypeError if not isinstance(cache, str) else ValueError
+        raise error(f"cache must be a cache alias (a str naming an entry of CACHES), got {cache!r:.100}")
+    return cache
 
 
 def _running_task() -> tuple[str | None, str | None]:
@@ -47,23 +57,37 @@ class Lock:
 
     Only the holder's random ``token`` can release or extend it. ``bool(lock)`` is a local
     flag (held and not past the local deadline); ``owned()`` asks the cache.
+
+    A Lock may be used from any thread (one at a time): each thread talks to the cache through
+    its own cache object, as Django gives every thread one (pymemcache's client is not
+    thread-safe).
     """
 
     def __init__(self, name: str, timeout: float | None = None, cache: str | None = None) -> None:
         if not isinstance(name, str) or not name:
-            raise ValueError(f"a lock name must be a non-empty str, got {name!r}")
+            got = shown(name) if isinstance(name, str) else type(name).__name__
+            raise ValueError(f"a lock name must be a non-empty str, got {got}")
         self.name = name
         self.timeout = conf.TIMEOUT if timeout is None else seconds(timeout, "lock timeout")
-        self.cache_alias = cache or conf.CACHE
+        self.cache_alias = cache_alias(cache)
         self.token = os.urandom(16).hex()  # what secrets.token_hex(16) does, one call less
         self._backend = get_backend(self.cache_alias)
-        self._key = self._backend.key(name)
+        #: the thread whose cache object ``_backend`` wraps
+        self._thread = get_ident()
+        try:  # making the key encodes the name: only a lone surrogate makes UTF-8 fail
+            self._key = self._backend.key(name)
+        except UnicodeEncodeError:
+            where = next(at for at, char in enumerate(name) if "\ud800" <= char <= "\udfff")
+            raise ValueError(
+                f"lock name {shown(name)} has a lone surrogate {name[where]!r} at position {where}: "
+                "a name must be text that UTF-8 can encode"
+            ) from None
         self._value: str | None = None
         self._acquired_at = 0.0
         self._deadline = 0.0
 
     def __repr__(self) -> str:
-        return f"<Lock {self.name!r} {'held' if self else 'not held'}>"
+        return f"<Lock {shown(self.name)} {'held' if self else 'not held'}>"
 
     def __bool__(self) -> bool:
         return self._deadline > time.monotonic()
@@ -73,37 +97,41 @@ class Lock:
         """This lock's own metadata while it holds the lock (local, no I/O)."""
         return Holder.decode(self._value) if self._value is not None else None
 
-    def _failed(self, operation: str, exc: BaseException) -> LockError:
-        return LockError(
-            f"cache {self.cache_alias!r} failed during {operation} of lock {self.name!r}: {exc!r}"
-        )
+    def _here(self) -> LockBackend:
+        """The adapter of this thread's cache object."""
+        return self._backend if get_ident() == self._thread else get_backend(self.cache_alias)
 
-    def _call(self, method: Callable[..., T], *args: Any) -> T:
+    def _failed(self, backend: LockBackend, operation: str, exc: BaseException) -> LockError:
+        doing = f"during {operation} of lock {shown(self.name)}"
+        return backend.failure(self.cache_alias, doing, exc, self._key)
+
+    def _call(self, backend: LockBackend, operation: str, *args: Any) -> Any:
         try:
-            return method(*args)
-        except self._backend.errors as exc:
-            raise self._failed(method.__name__, exc) from exc
+            return getattr(backend, operation)(*args)
+        except backend.errors as exc:
+            raise self._failed(backend, operation, exc) from exc
 
     def acquire(self, blocking: bool = False, wait: float | None = None) -> bool:
         """Take the lock: one try, or with ``blocking`` until it is free or ``wait`` runs out."""
         if wait is not None:
             if not blocking:
                 raise ValueError("wait= needs blocking=True; a non-blocking acquire tries once")
-            if not isinstance(wait, int | float) or isinstance(wait, bool) or wait < 0:
-                raise ValueError(f"wait must be a number of seconds >= 0, got {wait!r}")
+            if not isinstance(wait, int | float) or isinstance(wait, bool) or not wait >= 0:
+                raise ValueError(f"wait must be a number of seconds >= 0 (inf: no limit), got {wait!r}")
         started = time.monotonic()
         if self._deadline > started:
             raise LockError(f"{self!r} is already held by this Lock; locks are not re-entrant")
         give_up = math.inf if wait is None else started + wait
         task_name, task_id = _running_task()
-        backend, pause = self._backend, FIRST_POLL
+        backend = self._backend if get_ident() == self._thread else get_backend(self.cache_alias)
+        pause = FIRST_POLL
         while True:
             attempt = time.monotonic()
             value = Holder.encode_here(self.token, self.name, time.time(), self.timeout, task_name, task_id)
             try:  # the hot path: no _call frame
                 added = backend.add(self._key, value, self.timeout)
             except backend.errors as exc:
-                raise self._failed("add", exc) from exc
+                raise self._failed(backend, "add", exc) from exc
             if added:
                 self._value = value
                 self._acquired_at, self._deadline = attempt, attempt + self.timeout
@@ -113,7 +141,7 @@ class Lock:
             remaining = give_up - time.monotonic()
             if not blocking or remaining <= 0:
                 return False
-            self._call(backend.wait, self._key, remaining, pause * random.uniform(0.5, 1))
+            self._call(backend, "wait", self._key, remaining, pause * random.uniform(0.5, 1))
             pause = min(pause * 2, backend.max_poll)
 
     def release(self) -> bool:
@@ -123,11 +151,12 @@ class Lock:
             return False
         held_for = time.monotonic() - self._acquired_at
         self._value, self._deadline = None, 0.0
-        backend, released = self._backend, False
+        backend = self._backend if get_ident() == self._thread else get_backend(self.cache_alias)
+        released = False
         try:  # the hot path: no _call frame
             released = backend.delete_if(self._key, value)
         except backend.errors as exc:
-            raise self._failed("delete_if", exc) from exc
+            raise self._failed(backend, "delete_if", exc) from exc
         finally:
             if lock_released.receivers:
                 lock_released.send(sender=Lock, lock=self, released=released, held_for=held_for)
@@ -141,7 +170,7 @@ class Lock:
             return False
         attempt = time.monotonic()
         value = holder.renewed(time.time(), timeout).encode()
-        if self._call(self._backend.replace_if, self._key, self._value, value, timeout):
+        if self._call(self._here(), "replace_if", self._key, self._value, value, timeout):
             self._value, self._deadline = value, attempt + timeout
             return True
         self._value, self._deadline = None, 0.0
@@ -149,24 +178,25 @@ class Lock:
 
     def locked(self) -> bool:
         """True if anyone holds the lock (asks the cache)."""
-        return self._call(self._backend.get, self._key) is not None
+        return self._call(self._here(), "get", self._key) is not None
 
     def owned(self) -> bool:
         """True if this Lock's token holds the lock (asks the cache)."""
-        return self._value is not None and self._call(self._backend.get, self._key) == self._value
+        return self._value is not None and self._call(self._here(), "get", self._key) == self._value
 
     def release_quietly(self) -> None:
         """Release at the end of a block: a lost or failed release is logged, never raised."""
+        name = shown(self.name)
         try:
             if self.release():
                 return
-            logger.warning("lock %r had expired or been cleared before it was released", self.name)
+            logger.warning("lock %s had expired or been cleared before it was released", name)
         except LockError:
-            logger.warning("releasing lock %r failed; it lives until its TTL", self.name, exc_info=True)
+            logger.warning("releasing lock %s failed; it lives until its TTL", name, exc_info=True)
 
     def __enter__(self) -> Lock:
         if not self.acquire():
-            raise LockNotAcquired(f"lock {self.name!r} is held by someone else")
+            raise LockNotAcquired(f"lock {shown(self.name)} is held by someone else")
         return self
 
     def __exit__(

@@ -28,8 +28,11 @@ def test_unknown_alias_names_the_setting(settings):
         Lock("x")
 
 
-def test_bad_setting_names_the_key(settings):
-    settings.TASKLOCK = {"TIMEOUT": 0}
+@pytest.mark.parametrize("timeout", [0, float("inf"), float("nan"), 1e9])
+def test_bad_setting_names_the_key(settings, timeout):
+    """An infinite or overlong TIMEOUT used to pass, then every acquire raised OverflowError
+    (or memcached stored nothing): ImproperlyConfigured when a Lock reads it."""
+    settings.TASKLOCK = {"TIMEOUT": timeout}
     with pytest.raises(ImproperlyConfigured, match=r'TASKLOCK\["TIMEOUT"\]'):
         Lock("x")
 

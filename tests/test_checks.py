@@ -71,6 +71,9 @@ def test_valid_settings_are_silent(settings):
     "raw, problems",
     [
         ({"TIMEOUT": 0}, ['TASKLOCK["TIMEOUT"]']),
+        ({"TIMEOUT": float("inf")}, ['TASKLOCK["TIMEOUT"] must be a finite number']),
+        ({"TIMEOUT": float("nan")}, ['TASKLOCK["TIMEOUT"] must be a finite number']),
+        ({"TIMEOUT": 1e9}, ['TASKLOCK["TIMEOUT"] must be at most 31536000 seconds (365 days)']),
         ({"TIMEOUT": "60", "CACHE": 5}, ['TASKLOCK["CACHE"]', 'TASKLOCK["TIMEOUT"]']),
         ({"TIMOUT": 60}, ['TASKLOCK["TIMOUT"] is not a tasklock setting']),
         ({"TRUSTED_BACKENDS": {PYLIBMC: "mongo"}}, ["unknown family 'mongo'"]),

@@ -25,6 +25,12 @@ class Stored(NamedTuple):
     ttl: float | None = None
 
 
+def text(raw: bytes | None) -> str | None:
+    """A stored value as text. tasklock writes UTF-8; a foreign value's other bytes read as
+    U+FFFD, so reading never fails and a foreign value never equals a holder's."""
+    return None if raw is None else raw.decode(errors="replace")
+
+
 class LockBackend(ABC):
     """One adapter per cache family, wrapping one cache instance.
 
@@ -69,6 +75,15 @@ class LockBackend(ABC):
     @abstractmethod
     def replace_if(self, key: str, value: str, new_value: str, timeout: float) -> bool:
         """Store ``new_value`` with a new TTL only if ``key`` still holds ``value``."""
+
+    @abstractmethod
+    def server(self, key: str | None) -> str:
+        """Where ``key`` (any key: None) is stored, for error messages: the server or table."""
+
+    def failure(self, alias: str, doing: str, exc: BaseException, key: str | None = None) -> LockError:
+        """``exc`` of the cache's client as a ``LockError``: the alias, where, and the reason."""
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return LockError(f"cache {alias!r} ({self.server(key)}) failed {doing}: {reason}")
 
     def wait(self, key: str, remaining: float, pause: float) -> None:
         """Block until ``key`` may be free: at most ``remaining`` s; pollers sleep ``pause``."""

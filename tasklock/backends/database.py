@@ -37,6 +37,12 @@ class DatabaseBackend(LockBackend):
     def _database(self) -> Any:
         return connections[router.db_for_write(self.model)]
 
+    def server(self, key: str | None) -> str:
+        database = self._database()
+        host, port = database.settings_dict.get("HOST"), database.settings_dict.get("PORT")
+        at = f" at {host}:{port}" if host and port else f" at {host}" if host else ""
+        return f"table {self.table!r} in {database.vendor} database {database.alias!r}{at}"
+
     def _connection(self) -> Any:
         """The write connection, in autocommit."""
         connection = self._database()

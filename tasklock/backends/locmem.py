@@ -20,6 +20,9 @@ class LocMemBackend(LockBackend):
     def make_key(self, raw: str) -> str:
         return raw  # the cache's own methods apply its key function
 
+    def server(self, key: str | None) -> str:
+        return "this process's memory"
+
     def add(self, key: str, value: str, timeout: float) -> bool:
         with self.compare_lock:
             return self.cache.add(key, value, timeout)

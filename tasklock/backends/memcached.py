@@ -1,7 +1,12 @@
 """memcached through Django's ``PyMemcacheCache``: ``add``, and ``gets`` + ``cas`` for owner checks.
 
-memcached keeps whole seconds, so timeouts are rounded up (a 0.5 s ``add`` would otherwise
-store nothing). A ``cas`` with exptime -1 is an atomic compare-and-delete.
+memcached keeps whole seconds on a clock that ticks once a second, so an item stored for N s
+lives between N-1 and N s: a lock is stored for its timeout rounded up plus one second, so it
+never vanishes before its timeout (and lives at most about a second longer). A ``cas`` with
+exptime -1 is an atomic compare-and-delete.
+The adapter has its own client of the cache's servers and options, without Django's pickling:
+tasklock's values are UTF-8 bytes, and a value someone else stored is read as raw bytes, never
+unpickled.
 pymemcache's ``HashClient`` hides an outage as "not added" for about a second after a
 failure (it answers for a server it marked failed without asking it). So every command goes
 to the key's own server client, which raises on an outage. A False from ``add`` is then
@@ -11,7 +16,6 @@ contention; when no holder is visible the holder released in between, and ``add`
 from __future__ import annotations
 
 import math
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +23,7 @@ from typing import Any
 from pymemcache.exceptions import MemcacheError
 
 from ..exceptions import LockError
-from .base import LockBackend, Stored
+from .base import LockBackend, Stored, text
 from .memcached_index import HeldIndex
 
 #: memcached reads an exptime above 30 days as a Unix timestamp
@@ -28,23 +32,19 @@ EXPIRE_NOW = -1
 
 
 def expire(timeout: float) -> int:
-    seconds = max(1, math.ceil(timeout))
-    return seconds if seconds <= MAX_RELATIVE_EXPIRE else int(time.time()) + seconds
+    """The exptime that keeps a lock at least ``timeout`` s (one tick more than rounded up)."""
+    seconds = math.ceil(timeout) + 1
+    return seconds if seconds <= MAX_RELATIVE_EXPIRE else math.ceil(time.time()) + seconds
 
 
-def send_at_once(client: Any) -> None:
-    """Set ``TCP_NODELAY`` on the sockets of a pymemcache client (``HashClient`` or not).
+def own_client(cache: Any) -> Any:
+    """A client of ``cache``'s servers with its options, taking and returning plain bytes.
 
-    The index writes are ``noreply``: with Nagle's algorithm on (pymemcache's default), the
-    next request on that socket then waits for the delayed ACK, ≈ 40 ms per lock cycle.
+    Its sockets send at once (``TCP_NODELAY``): after the index's ``noreply`` writes, Nagle's
+    algorithm (pymemcache's default) makes the next request wait for a delayed ACK, ≈ 40 ms.
     """
-    if hasattr(client, "default_kwargs"):
-        client.default_kwargs["no_delay"] = True
-    for server in getattr(client, "clients", {client: client}).values():
-        server.no_delay = True  # read when a socket is opened, pooled or not
-        sock = getattr(server, "sock", None)
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    options = {k: v for k, v in cache._options.items() if k not in ("serde", "serializer", "deserializer")}
+    return cache._class(cache.client_servers, **{**options, "no_delay": True})
 
 
 def server_clients(client: Any) -> dict[Any, Any]:
@@ -63,11 +63,10 @@ class MemcachedBackend(LockBackend):
 
     def __init__(self, cache: Any) -> None:
         super().__init__(cache)
-        send_at_once(cache._cache)
-        self.hash_client = cache._cache
-        servers = server_clients(cache._cache)
+        self.hash_client = own_client(cache)
+        servers = server_clients(self.hash_client)
         #: with one server, its client (HashClient's hashing is pure Python and only adds cost)
-        self.client = next(iter(servers.values())) if len(servers) == 1 else cache._cache
+        self.client = next(iter(servers.values())) if len(servers) == 1 else self.hash_client
         self.index = HeldIndex(self.client, self.make_key, self.errors)
 
     def server_for(self, key: str) -> Any:
@@ -91,13 +90,19 @@ class MemcachedBackend(LockBackend):
         return False  # the lock changed hands every time we looked: it is contended
 
     def get(self, key: str) -> str | None:
-        raw = self.server_for(key).get(key)
-        return None if raw is None else raw.decode()
+        return text(self.server_for(key).get(key))
+
+    def server(self, key: str | None) -> str:
+        if self.client is self.hash_client:  # several servers: the key's, by the client's hash
+            node = None if key is None else self.hash_client.hasher.get_node(key)
+            return f"server {node}" if node else f"servers {', '.join(self.hash_client.clients)}"
+        server = self.client.server
+        return f"server {':'.join(map(str, server)) if isinstance(server, tuple) else server}"
 
     def _swap(self, key: str, value: str, new: bytes, exptime: int) -> bool:
         client = self.server_for(key)
         stored, cas_id = client.gets(key) or (None, None)
-        if stored is None or stored.decode() != value:
+        if stored != value.encode():  # a foreign value is any bytes: compared, never decoded
             return False
         return client.cas(key, new, cas_id, expire=exptime, noreply=False) is True
 

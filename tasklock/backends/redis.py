@@ -17,7 +17,7 @@ from typing import Any
 from redis.commands.core import Script
 from redis.exceptions import RedisError
 
-from .base import LockBackend, Stored
+from .base import LockBackend, Stored, text
 
 #: a wake-up list is the lock key plus this; lock keys never contain a space
 WAKE_SUFFIX = " wake"
@@ -109,8 +109,12 @@ class RedisBackend(LockBackend):
         return bool(self.client.set(key, value, nx=True, px=milliseconds(timeout)))
 
     def get(self, key: str) -> str | None:
-        raw = self.client.get(key)
-        return None if raw is None else raw.decode()
+        return text(self.client.get(key))
+
+    def server(self, key: str | None) -> str:
+        kwargs = self.client.connection_pool.connection_kwargs
+        where = f"unix:{kwargs['path']}" if "path" in kwargs else f"{kwargs.get('host')}:{kwargs.get('port')}"
+        return f"server {where}, db {kwargs.get('db', 0)}"
 
     def delete_if(self, key: str, value: str) -> bool:
         keys = (key, key + WAKE_SUFFIX, key + WAITING_SUFFIX)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
 import random
 import re
 from collections.abc import Callable
@@ -47,8 +48,8 @@ class LockSpec:
 def _non_negative(value: object, what: str) -> float | None:
     if value is None:
         return None
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"task_lock {what} must be a number of seconds >= 0, got {value!r}")
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < math.inf:
+        raise ValueError(f"task_lock {what} must be a finite number of seconds >= 0, got {value!r}")
     return float(value)
 
 

@@ -83,12 +83,17 @@ def test_wait_policy_waits_then_raises_for_plain_functions():
     assert work(1) == "ran"
 
 
-def test_retry_is_refused_on_a_plain_function():
-    with pytest.raises(TypeError, match="plain function"):
+def test_retry_is_refused_on_a_plain_function_at_its_first_call():
+    """Not at decoration: @app.task comes after @task_lock, whatever its spelling."""
+    ran = []
 
-        @task_lock(on_locked="retry")
-        def work(item):
-            pass
+    @task_lock(on_locked="retry")
+    def work(item):
+        ran.append(item)
+
+    with pytest.raises(TypeError, match="work is a plain function"):
+        work(1)
+    assert ran == []
 
 
 @pytest.mark.parametrize(

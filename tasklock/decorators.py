@@ -5,18 +5,19 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
 import random
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, ParamSpec, TypeVar
 
-from celery import Task, current_task
+from celery import Task
 
 from .exceptions import LockNotAcquired, shown
 from .keys import KeySpec, NameBuilder
 from .lock import Lock, seconds
 from .signals import lock_contended
+from .taskbody import TaskBody
 
 logger = logging.getLogger("tasklock")
 
@@ -25,8 +26,6 @@ Policy = Literal["skip", "retry", "raise", "wait"]
 POLICIES = ("skip", "retry", "raise", "wait")
 #: a retry's countdown is spread by this fraction either way, so contenders do not stampede
 RETRY_JITTER = 0.25
-#: a Celery task decorator line above ``@task_lock`` in the source
-TASK_DECORATOR = re.compile(r"^@[\w.]*\b(task|shared_task)\b")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -47,37 +46,19 @@ class LockSpec:
 def _non_negative(value: object, what: str) -> float | None:
     if value is None:
         return None
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"task_lock {what} must be a number of seconds >= 0, got {value!r}")
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < math.inf:
+        raise ValueError(f"task_lock {what} must be a finite number of seconds >= 0, got {value!r}")
     return float(value)
 
 
-def _decorated_as_task(fn: Callable[..., Any]) -> bool | None:
-    """Whether a Celery task decorator stands above ``fn``'s def; None if the source is unknown."""
-    try:
-        lines, _ = inspect.getsourcelines(fn)
-    except (OSError, TypeError):
-        return None
-    for line in lines:
-        text = line.strip()
-        if text.startswith(("def ", "async def ")):
-            break
-        if TASK_DECORATOR.match(text):
-            return True
-    return False
+def _run_by_worker(task: Task) -> bool:
+    return not task.request.called_directly and not task.request.is_eager
 
 
-def _own_task(wrapper: Callable[..., Any]) -> Task | None:
-    """The Celery task whose body ``wrapper`` is, if it is running as one."""
-    task = current_task._get_current_object()
-    if task is None:
-        return None
-    run = task.run
-    return task if getattr(run, "__func__", run) is wrapper else None
-
-
-def _run_by_worker(task: Task | None) -> bool:
-    return task is not None and not task.request.called_directly and not task.request.is_eager
+def _not_retried(task: Task, running: bool) -> str:
+    if running and task.request.is_eager:
+        return f"{task.name} runs eagerly (apply() or task_always_eager), so nothing can retry it later"
+    return f"{task.name} was called directly, not by a worker, so nothing can retry it later"
 
 
 def task_lock(
@@ -94,7 +75,10 @@ def task_lock(
     Put it below ``@app.task``. When the lock is held: ``skip`` returns ``SKIPPED``,
     ``retry`` calls ``task.retry`` (with jitter), ``raise`` raises ``LockNotAcquired``,
     ``wait`` blocks up to ``wait`` seconds first. The default is ``retry`` in a worker and
-    ``raise`` elsewhere, so work is never dropped silently.
+    ``raise`` elsewhere, so work is never dropped silently. A call that no worker runs
+    (``task(...)``, ``run()``, ``apply()``) cannot be retried later: ``retry`` raises
+    ``LockNotAcquired`` there. ``retry`` on a plain function raises ``TypeError`` at its
+    first call (at decoration the function is not a task yet: ``@app.task`` comes after).
     """
     if on_locked is not None and on_locked not in POLICIES:
         raise ValueError(f"task_lock on_locked must be one of {POLICIES} or None, got {on_locked!r}")
@@ -115,18 +99,17 @@ def task_lock(
         signature = inspect.signature(fn)
         names = NameBuilder(key, signature)
         first_parameter = next(iter(signature.parameters), None)
-        if on_locked == "retry" and _decorated_as_task(fn) is False:
-            raise TypeError(
-                f'task_lock(on_locked="retry") needs a Celery task, and {fn.__qualname__} '
-                "is a plain function; use @app.task above @task_lock, or another policy"
-            )
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            task = _own_task(wrapper)
+            task, running = body.find(args)
+            if task is None and on_locked == "retry":
+                raise TypeError(
+                    f'task_lock(on_locked="retry") needs a Celery task, and {fn.__qualname__} is a '
+                    "plain function (no Celery task has it as its body); use @app.task above "
+                    "@task_lock, or another policy"
+                )
             bound = task is not None and bool(args) and args[0] is task
-            if on_locked == "retry" and task is None:
-                raise TypeError(f'task_lock(on_locked="retry") on {fn.__qualname__}: not a Celery task')
             call = signature.bind(*args, **kwargs)
             call.apply_defaults()
             arguments = call.arguments
@@ -141,27 +124,30 @@ def task_lock(
             else:
                 acquired = held.acquire()
             if not acquired:
-                return _contended(held.name, task)
+                return _contended(held.name, task, running)
             try:
                 return fn(*args, **kwargs)
             finally:
                 held.release_quietly()
 
+        body = TaskBody(wrapper)
         wrapper.__signature__ = signature  # type: ignore[attr-defined]
         wrapper.tasklock = spec  # type: ignore[attr-defined]
         return wrapper
 
-    def _contended(name: str, task: Task | None) -> Any:
+    def _contended(name: str, task: Task | None, running: bool) -> Any:
+        worker = running and task is not None and _run_by_worker(task)
         policy = on_locked
-        if policy in (None, "wait"):
-            policy = "retry" if _run_by_worker(task) else "raise"
-        task_id = task.request.id if task is not None else None
+        if policy in (None, "wait", "retry"):
+            policy = "retry" if worker else "raise"
+        task_id = task.request.id if running and task is not None else None
         lock_contended.send(sender=Lock, name=name, policy=policy, task_id=task_id)
         logger.info("lock %s is held; policy %s", shown(name), policy)
         if policy == "skip":
             return SKIPPED
         if policy == "raise" or task is None:
-            raise LockNotAcquired(f"lock {shown(name)} is held by someone else")
+            why = "" if task is None or on_locked == "raise" else f"; {_not_retried(task, running)}"
+            raise LockNotAcquired(f"lock {shown(name)} is held by someone else{why}")
         delay = task.default_retry_delay if countdown is None else countdown
         raise task.retry(countdown=delay * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER))
 

@@ -30,17 +30,53 @@ KeySpec = None | str | tuple[str, ...] | list[str] | Callable[..., str]
 
 
 class NotCanonical(TypeError):
-    """A value has no canonical text."""
+    """A value has no canonical text; the message says why."""
+
+
+def _decimal(value: decimal.Decimal) -> str:
+    """Equal Decimals, one text: no exponent, no trailing zeros, no minus zero.
+
+    Not ``normalize()``: it rounds to the thread's context precision."""
+    if not value.is_finite():
+        return str(value)
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def _model(value: Any, meta: Any) -> str:
+    if isinstance(value, type):
+        raise NotCanonical(f"it is the model class {meta.label_lower}, not a value")
+    if value.pk is None:
+        raise NotCanonical(f"an unsaved {meta.label_lower} has no primary key to name it by")
+    return f"{meta.label_lower}:{_text(value.pk)}"
 
 
 def _plain(value: Any) -> Any:
-    """``value`` as JSON-ready data with one spelling in every process."""
-    if value is None or isinstance(value, str | bool | int | float):
+    """``value`` as JSON-ready data with one spelling in every process.
+
+    Equal values that would be one dict key get one spelling: ``1.0`` is ``1``, Decimals
+    drop trailing zeros, aware datetimes are converted to UTC. A bool stays a bool."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
         return value
+    if kind is float:
+        return int(value) if value.is_integer() else value
     if isinstance(value, enum.Enum):
         return _plain(value.value)
-    if isinstance(value, uuid.UUID | decimal.Decimal):
+    if isinstance(value, str):  # a subclass: its own __str__/__format__ must not leak in
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return _plain(float.__float__(value))
+    if isinstance(value, uuid.UUID):
         return str(value)
+    if isinstance(value, decimal.Decimal):
+        return _decimal(value)
+    if isinstance(value, datetime.datetime) and value.utcoffset() is not None:
+        return value.astimezone(datetime.UTC).isoformat()
     if isinstance(value, datetime.date | datetime.time):
         return value.isoformat()
     if isinstance(value, list | tuple):
@@ -51,8 +87,8 @@ def _plain(value: Any) -> Any:
         return {_text(k): _plain(v) for k, v in value.items()}
     meta = getattr(value, "_meta", None)
     if meta is not None and hasattr(meta, "label_lower") and hasattr(value, "pk"):
-        return f"{meta.label_lower}:{_text(value.pk)}"
-    raise NotCanonical(type(value).__qualname__)
+        return _model(value, meta)
+    raise NotCanonical(f"a {type(value).__qualname__} has no canonical text")
 
 
 def _text(value: Any) -> str:
@@ -70,8 +106,7 @@ def _plain_argument(value: Any, argument: str) -> Any:
         return _plain(value)
     except NotCanonical as exc:
         raise LockError(
-            f"cannot derive a lock name from argument {argument!r}: "
-            f"a {exc} has no canonical text; pass key= to task_lock"
+            f"cannot derive a lock name from argument {argument!r}: {exc}; pass key= to task_lock"
         ) from None
 
 
@@ -135,13 +170,18 @@ class NameBuilder:
             return f"{prefix}:{canonical_arguments(arguments)}"
         if callable(key):
             name = key(*args, **kwargs)
-            if not isinstance(name, str):
-                raise LockError(f"task_lock key callable returned {name!r}, not a str")
+            if not isinstance(name, str) or not name:
+                problem = "an empty lock name" if name == "" else "not a str"
+                what = getattr(key, "__qualname__", repr(key))
+                raise LockError(f"task_lock key callable {what} returned {name!r}, {problem}")
             return name
         if isinstance(key, str) and key.isidentifier():
             return f"{prefix}:{canonical_text(arguments[key], key)}"
         if isinstance(key, str):
-            return key.format(**{f: canonical_text(arguments[f], f) for f in self.fields})
+            name = key.format(**{f: canonical_text(arguments[f], f) for f in self.fields})
+            if not name:
+                raise LockError(f"task_lock key {key!r} rendered an empty lock name")
+            return name
         if not key:
             return prefix
         values = [_plain_argument(arguments[field], field) for field in self.fields]

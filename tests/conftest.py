@@ -99,3 +99,13 @@ def celery_worker(redis_server, django_db_setup):
     except subprocess.TimeoutExpired:
         process.kill()
     log.close()
+
+
+def pytest_collection_modifyitems(items):
+    """Mark the database case of ``lock_cache`` at collection: pytest-django creates only the
+    databases that collected tests declare, so the marker ``database_cache`` adds at run time
+    comes too late when no other collected test uses the database."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("lock_cache") == "database":
+            item.add_marker(pytest.mark.django_db(transaction=True))

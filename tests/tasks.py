@@ -68,3 +68,54 @@ def overrun(self, item: int) -> str:
     """Killed by its hard time limit while holding its lock."""
     time.sleep(10)
     return "finished"
+
+
+# Issue 9, item 2: Celery wraps run() for autoretry_for; the lock must still find its task.
+@app.task(bind=True, autoretry_for=(ConnectionError,), max_retries=200)
+@task_lock(key="game_id", timeout=30, countdown=0.1)
+def update_game_autoretry(self, game_id: int, run_id: str, hold: float = 0) -> str:
+    started = time.monotonic()
+    time.sleep(hold)
+    record(run_id, game_id, started)
+    return "ran"
+
+
+@app.task(autoretry_for=(ConnectionError,), max_retries=200)
+@task_lock(key="game_id", timeout=30, on_locked="retry", countdown=0.1)
+def update_game_autoretry_unbound(game_id: int, run_id: str, hold: float = 0) -> str:
+    started = time.monotonic()
+    time.sleep(hold)
+    record(run_id, game_id, started)
+    return "ran"
+
+
+@app.task(bind=True, autoretry_for=(ConnectionError,), max_retries=200)
+@task_lock(timeout=30, countdown=0.1)
+def update_whole_call_autoretry(self, item: int) -> str:
+    """bind=True and key=None: the name is every argument but self."""
+    return "ran"
+
+
+# Issue 9, item 6: valid tasks that a source-reading check refused at import.
+def _update_plain(game_id: int) -> str:
+    return "ran"
+
+
+update_game_wrapped = app.task(name="tests.tasks.update_game_wrapped", max_retries=200)(
+    task_lock("game_id", timeout=30, on_locked="retry", countdown=0.1)(_update_plain)
+)
+
+locked_task = app.task(bind=True, max_retries=200)
+
+
+@locked_task
+@task_lock("game_id", timeout=30, on_locked="retry", countdown=0.1)
+def update_game_aliased(self, game_id: int) -> str:
+    return "ran"
+
+
+# Issue 9, item 4: eager and direct calls cannot be retried later.
+@app.task(bind=True, max_retries=None)
+@task_lock(key="game_id", timeout=30, on_locked="retry", countdown=0.1)
+def update_game_forever(self, game_id: int) -> str:
+    return "ran"

@@ -35,7 +35,15 @@ def max_concurrency(spans) -> int:
     return peak
 
 
-@pytest.mark.parametrize("task", [tasks.update_game, tasks.update_game_unbound])
+@pytest.mark.parametrize(
+    "task",
+    [
+        tasks.update_game,
+        tasks.update_game_unbound,
+        tasks.update_game_autoretry,  # Celery wraps run() for autoretry_for (issue 9, item 2)
+        tasks.update_game_autoretry_unbound,
+    ],
+)
 def test_same_key_never_overlaps_and_retry_runs_everything(task):
     run_id = uuid.uuid4().hex
     results = [task.delay(7, run_id, 0.2) for _ in range(6)]

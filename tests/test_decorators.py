@@ -1,6 +1,10 @@
 """task_lock on plain functions: policies, release, and failure handling (real Redis)."""
 
+import datetime
+import decimal
+import enum
 import logging
+import math
 import threading
 import time
 import uuid
@@ -79,12 +83,17 @@ def test_wait_policy_waits_then_raises_for_plain_functions():
     assert work(1) == "ran"
 
 
-def test_retry_is_refused_on_a_plain_function():
-    with pytest.raises(TypeError, match="plain function"):
+def test_retry_is_refused_on_a_plain_function_at_its_first_call():
+    """Not at decoration: @app.task comes after @task_lock, whatever its spelling."""
+    ran = []
 
-        @task_lock(on_locked="retry")
-        def work(item):
-            pass
+    @task_lock(on_locked="retry")
+    def work(item):
+        ran.append(item)
+
+    with pytest.raises(TypeError, match="work is a plain function"):
+        work(1)
+    assert ran == []
 
 
 @pytest.mark.parametrize(
@@ -158,3 +167,66 @@ def test_signature_is_kept_for_celery_argument_checks():
 
     assert str(inspect.signature(work)) == "(a, b=2)"
     assert work.tasklock.key == "sig:lock"
+
+
+class Region(str, enum.Enum):  # noqa: UP042 - the mixed-in form whose str() is "Region.EU"
+    EU = "eu"
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (Region.EU, "eu"),
+        (1, 1.0),
+        (decimal.Decimal("1.0"), decimal.Decimal("1.00")),
+        (
+            datetime.datetime(2026, 1, 2, 3, 0, tzinfo=datetime.UTC),
+            datetime.datetime(2026, 1, 2, 4, 0, tzinfo=datetime.timezone(datetime.timedelta(hours=1))),
+        ),
+    ],
+    ids=["str-enum", "int-float", "decimal", "time-zones"],
+)
+@pytest.mark.parametrize("key", [None, "region", "lock:{region}"])
+def test_equal_arguments_contend_for_one_lock(lock_cache, key, first, second):
+    """Issue 9, items 1 and 5: equal arguments never run two bodies at once."""
+    outer = []
+
+    @task_lock(key, cache=lock_cache, on_locked="raise")
+    def work(region):
+        if not outer:
+            outer.append(region)
+            with pytest.raises(LockNotAcquired):
+                work(second)
+        return "ran"
+
+    assert work(first) == "ran"
+    assert outer == [first]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"countdown": math.nan},
+        {"countdown": math.inf},
+        {"on_locked": "wait", "wait": math.nan},
+        {"on_locked": "wait", "wait": math.inf},
+        {"countdown": True},
+    ],
+    ids=repr,
+)
+def test_non_finite_seconds_refused_at_decoration(kwargs):
+    """Issue 9, item 3: nan/inf fail at decoration, not later in the worker."""
+    with pytest.raises(ValueError, match="finite"):
+        task_lock(**kwargs)
+
+
+def test_a_key_callable_returning_empty_is_a_lock_error_naming_it():
+    def name_of_game(game_id):
+        return ""
+
+    @task_lock(name_of_game)
+    def work(game_id):
+        pytest.fail("the body must not run")
+
+    with pytest.raises(LockError, match=r"name_of_game.*empty"):
+        work(3)

@@ -57,7 +57,7 @@ class Colour(enum.Enum):
         (True, "true"),
         (None, "null"),
         (uuid.UUID(int=1), "00000000-0000-0000-0000-000000000001"),
-        (decimal.Decimal("1.10"), "1.10"),
+        (decimal.Decimal("1.10"), "1.1"),
         (datetime.date(2026, 1, 2), "2026-01-02"),
         (datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC), "2026-01-02T03:04:05+00:00"),
         (Colour.RED, "red"),
@@ -134,3 +134,136 @@ def test_ten_kilobyte_argument_gives_a_working_key_on_memcached(memcached_server
         return len(payload)
 
     assert work("x" * 10_000) == 10_000
+
+
+class Region(str, enum.Enum):  # noqa: UP042 - the mixed-in form whose str() is "Region.EU"
+    EU = "eu"
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+class Label(str):
+    def __str__(self):
+        return "label-object"
+
+    def __format__(self, spec):
+        return "label-object"
+
+
+@pytest.mark.parametrize(
+    ("mixed", "plain"),
+    [(Region.EU, "eu"), (Level.HIGH, 3), (Label("eu"), "eu")],
+    ids=["str-enum", "int-enum", "str-subclass"],
+)
+@pytest.mark.parametrize("key", [None, "game_id", ("game_id", "force"), "game:{game_id}"])
+def test_mixed_in_enums_and_subclasses_name_as_their_plain_value(key, mixed, plain):
+    """Region.EU == "eu": the same lock, in every key form (issue 9, item 1)."""
+    assert mixed == plain
+    assert name_for(key, mixed) == name_for(key, plain)
+
+
+@pytest.mark.parametrize(
+    "equal",
+    [
+        (1, 1.0),
+        (0, 0.0, -0.0),
+        (10**20, 1e20),
+        (decimal.Decimal("1.0"), decimal.Decimal("1.00"), decimal.Decimal("1"), decimal.Decimal("1E+0")),
+        (decimal.Decimal("100"), decimal.Decimal("1E+2"), decimal.Decimal("100.000")),
+        (decimal.Decimal("0"), decimal.Decimal("-0.00"), decimal.Decimal("0E-5")),
+        (
+            datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
+            datetime.datetime(2026, 1, 2, 4, 4, 5, tzinfo=datetime.timezone(datetime.timedelta(hours=1))),
+            datetime.datetime(2026, 1, 1, 22, 4, 5, tzinfo=datetime.timezone(datetime.timedelta(hours=-5))),
+        ),
+        ([1, 1.0], [1.0, 1]),
+        ({"a": 2.0}, {"a": 2}),
+        ({1.0, 2}, {1, 2.0}),
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("key", [None, "game_id", ("game_id", "force"), "game:{game_id}"])
+def test_equal_arguments_give_equal_names(key, equal):
+    """Values that compare equal (and are one dict key) share a name (issue 9, item 5)."""
+    assert all(value == equal[0] for value in equal)
+    assert len({name_for(key, value) for value in equal}) == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (1.0, "1"),
+        (-0.0, "0"),
+        (2.5, "2.5"),
+        (1e20, "100000000000000000000"),
+        (decimal.Decimal("1.00"), "1"),
+        (decimal.Decimal("1E+2"), "100"),
+        (decimal.Decimal("-0.0"), "0"),
+        (decimal.Decimal("1.2345678901234567890123456789012345"), "1.2345678901234567890123456789012345"),
+        (decimal.Decimal("NaN"), "NaN"),
+        (
+            datetime.datetime(2026, 1, 2, 4, 4, 5, tzinfo=datetime.timezone(datetime.timedelta(hours=1))),
+            "2026-01-02T03:04:05+00:00",
+        ),
+        (datetime.datetime(2026, 1, 2, 4, 4, 5), "2026-01-02T04:04:05"),
+    ],
+)
+def test_canonical_forms_of_numbers_and_instants(value, text):
+    assert canonical_text(value) == text
+
+
+def test_decimal_text_does_not_depend_on_the_decimal_context():
+    """normalize() rounds to the thread's context precision: two processes could disagree."""
+    value = decimal.Decimal("1.23456789012345678901234567890100")
+    with decimal.localcontext(prec=5):
+        assert canonical_text(value) == "1.234567890123456789012345678901"
+
+
+NAIVE = datetime.datetime(2026, 1, 2, 3, 4, 5)
+
+
+@pytest.mark.parametrize(
+    ("unequal", "texts"),
+    [
+        ((True, 1), ("true", "1")),
+        ((False, 0), ("false", "0")),
+        (
+            (NAIVE, NAIVE.replace(tzinfo=datetime.UTC)),
+            ("2026-01-02T03:04:05", "2026-01-02T03:04:05+00:00"),
+        ),
+    ],
+)
+def test_where_equal_names_stop(unequal, texts):
+    """A bool is not an int for a lock name; naive and aware datetimes stay apart."""
+    assert tuple(canonical_text(value) for value in unequal) == texts
+
+
+def test_an_unsaved_model_instance_is_refused_naming_the_argument():
+    """Every unsaved instance would share one 'auth.group:null' lock."""
+    with pytest.raises(LockError, match=r"'game_id'.*unsaved auth\.group"):
+        name_for("game_id", Group(name="x"))
+    with pytest.raises(LockError, match=r"'game_id'.*unsaved"):
+        name_for(None, Group(name="x"))
+
+
+def test_a_model_class_is_refused_naming_the_argument():
+    with pytest.raises(LockError, match=r"'game_id'.*model class auth\.group.*not a value"):
+        name_for("game_id", Group)
+    with pytest.raises(LockError, match=r"'force'.*model class"):
+        name_for(("game_id", "force"), 1, force=Group)
+
+
+@pytest.mark.parametrize("returned", ["", None, 3])
+def test_callable_must_return_a_non_empty_str_naming_the_callable(returned):
+    def key_of_game(game_id, force=False):
+        return returned
+
+    with pytest.raises(LockError, match=r"key_of_game.*returned"):
+        name_for(key_of_game, 3)
+
+
+def test_a_template_that_renders_empty_is_a_lock_error():
+    with pytest.raises(LockError, match=r"'\{game_id\}'.*empty"):
+        name_for("{game_id}", "")

@@ -18,7 +18,7 @@ PREFIX_FORBIDDEN = re.compile(r"[\s*?\[\]]")
 DEFAULTS: dict[str, Any] = {
     "CACHE": "default",
     "KEY_PREFIX": "tasklock",
-    "TIMEOUT": 300,
+    "TIMEOUT": 60,
     "TRUSTED_BACKENDS": {},
     "ALLOW_PROCESS_LOCAL_CACHE": False,
 }

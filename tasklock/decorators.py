@@ -8,6 +8,7 @@ import logging
 import random
 import re
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -28,6 +29,9 @@ RETRY_JITTER = 0.25
 #: a Celery task decorator line above ``@task_lock`` in the source
 TASK_DECORATOR = re.compile(r"^@[\w.]*\b(task|shared_task)\b")
 
+#: the Lock that the innermost task_lock body running in this context holds
+_holding: ContextVar[Lock | None] = ContextVar("tasklock_held", default=None)
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -42,6 +46,13 @@ class LockSpec:
     countdown: float | None
     wait: float | None
     cache: str | None
+    renew: bool = True
+
+
+def held_lock() -> Lock | None:
+    """The Lock held by the innermost ``task_lock`` body running in this thread or async
+    context; None outside one."""
+    return _holding.get()
 
 
 def _non_negative(value: object, what: str) -> float | None:
@@ -76,6 +87,18 @@ def _own_task(wrapper: Callable[..., Any]) -> Task | None:
     return task if getattr(run, "__func__", run) is wrapper else None
 
 
+def lock_name_of_call(task: Task, args: tuple, kwargs: dict) -> tuple[str, str | None] | None:
+    """The lock name and cache alias that ``task`` called with ``args``/``kwargs`` (as its
+    request carries them, without ``self``) locks; None if it has no ``task_lock``."""
+    run = task.run
+    function = getattr(run, "__func__", run)
+    spec = getattr(function, "tasklock", None)
+    if not isinstance(spec, LockSpec):
+        return None
+    bound = getattr(run, "__self__", None) is task
+    return function.tasklock_name(task, (task, *args) if bound else args, kwargs, bound), spec.cache
+
+
 def _run_by_worker(task: Task | None) -> bool:
     return task is not None and not task.request.called_directly and not task.request.is_eager
 
@@ -88,6 +111,7 @@ def task_lock(
     countdown: float | None = None,
     wait: float | None = None,
     cache: str | None = None,
+    renew: bool = True,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Hold a lock named from the task and its arguments while the body runs.
 
@@ -107,7 +131,10 @@ def task_lock(
         countdown=_non_negative(countdown, "countdown"),
         wait=_non_negative(wait, "wait"),
         cache=cache,
+        renew=renew,
     )
+    if not isinstance(renew, bool):
+        raise ValueError(f"task_lock renew must be True or False, got {renew!r}")
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         if isinstance(fn, Task):
@@ -121,12 +148,7 @@ def task_lock(
                 "is a plain function; use @app.task above @task_lock, or another policy"
             )
 
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            task = _own_task(wrapper)
-            bound = task is not None and bool(args) and args[0] is task
-            if on_locked == "retry" and task is None:
-                raise TypeError(f'task_lock(on_locked="retry") on {fn.__qualname__}: not a Celery task')
+        def lock_name(task: Task | None, args: tuple, kwargs: dict, bound: bool) -> str:
             call = signature.bind(*args, **kwargs)
             call.apply_defaults()
             arguments = call.arguments
@@ -134,7 +156,15 @@ def task_lock(
                 arguments = {k: v for k, v in arguments.items() if k != first_parameter}
             own_args = args[1:] if bound else args
             prefix = task.name if task is not None else f"{fn.__module__}.{fn.__qualname__}"
-            held = Lock(names.name(prefix, arguments, own_args, kwargs), spec.timeout, cache)
+            return names.name(prefix, arguments, own_args, kwargs)
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            task = _own_task(wrapper)
+            bound = task is not None and bool(args) and args[0] is task
+            if on_locked == "retry" and task is None:
+                raise TypeError(f'task_lock(on_locked="retry") on {fn.__qualname__}: not a Celery task')
+            held = Lock(lock_name(task, args, kwargs, bound), spec.timeout, cache, renew=spec.renew)
             if on_locked == "wait":
                 limit = held.timeout if spec.wait is None else spec.wait
                 acquired = held.acquire(blocking=True, wait=limit)
@@ -142,13 +172,16 @@ def task_lock(
                 acquired = held.acquire()
             if not acquired:
                 return _contended(held.name, task)
+            holding = _holding.set(held)
             try:
                 return fn(*args, **kwargs)
             finally:
+                _holding.reset(holding)
                 held.release_quietly()
 
         wrapper.__signature__ = signature  # type: ignore[attr-defined]
         wrapper.tasklock = spec  # type: ignore[attr-defined]
+        wrapper.tasklock_name = lock_name  # type: ignore[attr-defined]
         return wrapper
 
     def _contended(name: str, task: Task | None) -> Any:

@@ -18,12 +18,17 @@ from .backends import get_backend
 from .conf import conf, is_positive_number
 from .exceptions import LockError, LockNotAcquired
 from .holder import Holder
-from .signals import lock_acquired, lock_released
+from .renewer import renewer
+from .signals import lock_acquired, lock_lost, lock_released
 
 logger = logging.getLogger("tasklock")
 
 #: the first pause of a polling blocking acquire; it doubles up to the backend's max_poll
 FIRST_POLL = 0.001
+#: the shortest lease a renewing lock may have (it is renewed every third of it)
+MIN_RENEWED_TIMEOUT = 0.3
+#: a renewal that could not reach the cache is tried again after this share of the lease
+RENEW_RETRY_SHARE = 0.05
 
 T = TypeVar("T")
 
@@ -46,14 +51,25 @@ class Lock:
     """A lock named ``name`` in cache ``cache`` that lives at most ``timeout`` seconds.
 
     Only the holder's random ``token`` can release or extend it. ``bool(lock)`` is a local
-    flag (held and not past the local deadline); ``owned()`` asks the cache.
+    flag (held and not past the local deadline); ``owned()`` asks the cache. With
+    ``renew=True`` the timeout is a lease that this process's renewer extends every third
+    of it while the lock is held; ``lost`` tells whether a renewal found it gone.
     """
 
-    def __init__(self, name: str, timeout: float | None = None, cache: str | None = None) -> None:
+    def __init__(
+        self, name: str, timeout: float | None = None, cache: str | None = None, *, renew: bool = False
+    ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"a lock name must be a non-empty str, got {name!r}")
         self.name = name
         self.timeout = conf.TIMEOUT if timeout is None else seconds(timeout, "lock timeout")
+        if not isinstance(renew, bool):
+            raise ValueError(f"renew must be True or False, got {renew!r}")
+        if renew and self.timeout < MIN_RENEWED_TIMEOUT:
+            raise ValueError(
+                f"a renewing lock needs a timeout of at least {MIN_RENEWED_TIMEOUT} s, got {self.timeout!r}"
+            )
+        self.renew = renew
         self.cache_alias = cache or conf.CACHE
         self.token = os.urandom(16).hex()  # what secrets.token_hex(16) does, one call less
         self._backend = get_backend(self.cache_alias)
@@ -61,6 +77,10 @@ class Lock:
         self._value: str | None = None
         self._acquired_at = 0.0
         self._deadline = 0.0
+        #: set by each successful acquire where the backend fences; strictly increasing per cache
+        self.fencing_token: int | None = None
+        #: True once a renewal found the lock gone, or could not reach the cache within the lease
+        self.lost = False
 
     def __repr__(self) -> str:
         return f"<Lock {self.name!r} {'held' if self else 'not held'}>"
@@ -107,6 +127,10 @@ class Lock:
             if added:
                 self._value = value
                 self._acquired_at, self._deadline = attempt, attempt + self.timeout
+                self.fencing_token = added if backend.fences else None
+                self.lost = False
+                if self.renew:
+                    renewer().watch(self, attempt + self.timeout / 3)
                 if lock_acquired.receivers:
                     lock_acquired.send(sender=Lock, lock=self, waited=time.monotonic() - started)
                 return True
@@ -118,6 +142,8 @@ class Lock:
 
     def release(self) -> bool:
         """Remove this holder's own lock; False if it had expired, was cleared or taken."""
+        if self.renew:
+            renewer().forget(self)  # before the delete: no renewal is sent after this returns
         value = self._value
         if value is None:
             return False
@@ -146,6 +172,24 @@ class Lock:
             return True
         self._value, self._deadline = None, 0.0
         return False
+
+    def _renew(self) -> float | None:
+        """One renewal, run by the renewer thread: when the next is due, or None to stop."""
+        try:
+            if self.extend():
+                return time.monotonic() + self.timeout / 3
+            error = None
+        except Exception as exc:  # a cache error, or anything else: never crash the renewer
+            now = time.monotonic()
+            if self._value is not None and now < self._deadline:
+                return min(now + self.timeout * RENEW_RETRY_SHARE, self._deadline)
+            error = exc if isinstance(exc, LockError) else self._failed("renewal", exc)
+        self.lost = True
+        self._value, self._deadline = None, 0.0
+        logger.error("lock %r was lost while its holder still ran: %s", self.name, error or "found gone")
+        if lock_lost.receivers:
+            lock_lost.send(sender=Lock, lock=self, error=error)
+        return None
 
     def locked(self) -> bool:
         """True if anyone holds the lock (asks the cache)."""
@@ -186,9 +230,10 @@ def lock(
     cache: str | None = None,
     blocking: bool = False,
     wait: float | None = None,
+    renew: bool = False,
 ) -> Iterator[Lock]:
     """Try to take ``name``; yields the Lock, falsy when someone else holds it."""
-    held = Lock(name, timeout, cache)
+    held = Lock(name, timeout, cache, renew=renew)
     acquired = held.acquire(blocking=blocking, wait=wait)
     try:
         yield held

@@ -80,7 +80,7 @@ def celery_worker(redis_server, django_db_setup):
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", "--pool=prefork",
          "--concurrency=4", "--queues=tasklock-tests", "--without-gossip", "--without-mingle",
-         "--without-heartbeat", "--loglevel=warning", f"--hostname=tests-{os.getpid()}@%h"],
+         "--without-heartbeat", "--loglevel=" + os.environ.get("TASKLOCK_TEST_WORKER_LOGLEVEL", "warning"), f"--hostname=tests-{os.getpid()}@%h"],
         stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
     )  # fmt: skip
     from tests.tasks import ping

@@ -16,7 +16,7 @@ from celery import Task, current_task
 
 from .exceptions import LockNotAcquired
 from .keys import KeySpec, NameBuilder
-from .lock import Lock, seconds
+from .lock import MIN_RENEWED_TIMEOUT, Lock, seconds
 from .signals import lock_contended
 
 logger = logging.getLogger("tasklock")
@@ -135,6 +135,11 @@ def task_lock(
     )
     if not isinstance(renew, bool):
         raise ValueError(f"task_lock renew must be True or False, got {renew!r}")
+    if renew and spec.timeout is not None and spec.timeout < MIN_RENEWED_TIMEOUT:
+        raise ValueError(
+            f"task_lock renews its lock every third of its timeout: give it a timeout of at least "
+            f"{MIN_RENEWED_TIMEOUT} s, or renew=False (got {spec.timeout!r})"
+        )
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         if isinstance(fn, Task):

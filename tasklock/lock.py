@@ -6,9 +6,10 @@ import logging
 import math
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -29,6 +30,9 @@ FIRST_POLL = 0.001
 MIN_RENEWED_TIMEOUT = 0.3
 #: a renewal that could not reach the cache is tried again after this share of the lease
 RENEW_RETRY_SHARE = 0.05
+#: what a non-renewing lock's extend() holds: nothing (only renewing locks share their Lock
+#: with the renewer thread)
+NO_MUTEX: AbstractContextManager[object] = nullcontext()
 
 T = TypeVar("T")
 
@@ -70,6 +74,7 @@ class Lock:
                 f"a renewing lock needs a timeout of at least {MIN_RENEWED_TIMEOUT} s, got {self.timeout!r}"
             )
         self.renew = renew
+        self._extending = threading.Lock() if renew else NO_MUTEX
         self.cache_alias = cache or conf.CACHE
         self.token = os.urandom(16).hex()  # what secrets.token_hex(16) does, one call less
         self._backend = get_backend(self.cache_alias)
@@ -162,6 +167,10 @@ class Lock:
     def extend(self, timeout: float | None = None) -> bool:
         """Reset this holder's TTL to ``timeout`` (default: the lock's); False if not held."""
         timeout = self.timeout if timeout is None else seconds(timeout, "extend timeout")
+        with self._extending:  # the renewer and the holder's own thread take turns
+            return self._extend(timeout)
+
+    def _extend(self, timeout: float) -> bool:
         holder = self.holder
         if holder is None:
             return False
@@ -197,7 +206,13 @@ class Lock:
 
     def owned(self) -> bool:
         """True if this Lock's token holds the lock (asks the cache)."""
-        return self._value is not None and self._call(self._backend.get, self._key) == self._value
+        if self._value is None:
+            return False
+        stored = self._call(self._backend.get, self._key)
+        if stored is not None and stored == self._value:
+            return True
+        holder = Holder.decode(stored)  # a renewal may have rewritten the value meanwhile
+        return holder is not None and holder.token == self.token and self._value is not None
 
     def release_quietly(self) -> None:
         """Release at the end of a block: a lost or failed release is logged, never raised."""

@@ -161,3 +161,21 @@ def test_renewed_locks_exclude_across_processes_for_five_leases(lock_cache, tmp_
     assert acquisitions >= 2 and sum(1 for spans in per_process if spans) >= 2
     assert overlaps(per_process) == 0
     assert len(per_process) == CONTENDERS
+
+
+def test_task_lock_renews_by_default_and_checks_the_lease_at_decoration(redis_server):
+    from tasklock import held_lock, task_lock
+
+    @task_lock((), timeout=0.6)
+    def work():
+        held = held_lock()
+        time.sleep(1.5)  # 2.5 leases
+        return held.renew, held.owned(), held.lost
+
+    assert held_lock() is None
+    assert work() == (True, True, False)
+    assert held_lock() is None
+    with pytest.raises(ValueError, match=r"at least 0\.3 s, or renew=False"):
+        task_lock((), timeout=0.2)
+    with pytest.raises(ValueError, match="renew must be True or False"):
+        task_lock((), renew="no")

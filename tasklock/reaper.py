@@ -28,6 +28,7 @@ from .holder import Holder
 from .lock import Lock
 from .processes import is_gone, rebooted_since, same_process_space, wait_gone
 from .signals import lock_reaped
+from .watcher import ChildWatcher, supported
 
 logger = logging.getLogger("tasklock")
 
@@ -132,8 +133,22 @@ def on_task_revoked(sender: Any = None, request: Any = None, terminated: bool = 
         _reap_in_background(sender, request.id, request.args, request.kwargs, "revoked")
 
 
+def _child_died(pid: int, requests: list[Any]) -> None:
+    """The child watcher saw ``pid`` exit: free the locks of the tasks it was running."""
+    for request in requests:
+        try:
+            reap_task(request.task, request.id, request.args, request.kwargs, "worker-lost")
+        except Exception:
+            logger.warning(
+                "could not free the lock of task %s of dead process %s", request.id, pid, exc_info=True
+            )
+
+
 def on_worker_ready(sender: Any = None, **kw: Any) -> None:
-    """At worker start, in a thread: free the locks of this machine's dead processes."""
+    """At worker start: watch the pool's children, and (in a thread) free the locks of this
+    machine's dead processes."""
+    if supported():
+        ChildWatcher(_child_died).start()
     app = getattr(sender, "app", None)
 
     def run() -> None:

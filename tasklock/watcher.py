@@ -20,7 +20,7 @@ from typing import Any
 logger = logging.getLogger("tasklock")
 
 #: how often the watcher looks for newly started tasks (a death itself wakes it at once)
-PERIOD = 0.1
+PERIOD = 0.05
 
 OnDeath = Callable[[int, list[Any]], None]
 

@@ -1,7 +1,7 @@
 """tasklock: only one Celery worker runs this at a time, on the Django cache framework."""
 
-from .decorators import SKIPPED, task_lock
+from .decorators import SKIPPED, held_lock, task_lock
 from .exceptions import LockError, LockNotAcquired
 from .lock import Lock, lock
 
-__all__ = ["SKIPPED", "Lock", "LockError", "LockNotAcquired", "lock", "task_lock"]
+__all__ = ["SKIPPED", "Lock", "LockError", "LockNotAcquired", "held_lock", "lock", "task_lock"]

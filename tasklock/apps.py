@@ -8,8 +8,9 @@ class TaskLockConfig(AppConfig):
     default_auto_field = "django.db.models.AutoField"
 
     def ready(self) -> None:
-        from . import checks
+        from . import checks, reaper
 
+        reaper.connect()
         register(checks.check_settings, "tasklock")
         register(checks.check_lock_cache, Tags.caches, "tasklock")
         register(checks.check_time_limits, "tasklock")

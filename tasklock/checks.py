@@ -172,13 +172,14 @@ def check_lock_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
 
 
 def time_limit_warnings(app: Celery) -> list[CheckMessage]:
-    """tasklock.W003 for each of ``app``'s locked tasks whose time limits outlast its lock."""
+    """tasklock.W003 for each of ``app``'s non-renewing locked tasks whose time limits outlast
+    its lock."""
     default_timeout = _setting("TIMEOUT")
     found: list[CheckMessage] = []
     for name, task in sorted(app.tasks.items()):
         spec = getattr(task.run, "tasklock", None)  # a bound method shows its function's attributes
-        if not isinstance(spec, LockSpec):
-            continue
+        if not isinstance(spec, LockSpec) or spec.renew:
+            continue  # a renewing lock lives as long as its body
         timeout = spec.timeout or default_timeout
         if timeout is None:
             continue

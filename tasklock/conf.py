@@ -24,7 +24,7 @@ MAX_TIMEOUT = 365 * 24 * 3600
 DEFAULTS: dict[str, Any] = {
     "CACHE": "default",
     "KEY_PREFIX": "tasklock",
-    "TIMEOUT": 300,
+    "TIMEOUT": 60,
     "TRUSTED_BACKENDS": {},
     "ALLOW_PROCESS_LOCAL_CACHE": False,
 }

@@ -8,6 +8,7 @@ import logging
 import math
 import random
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -15,9 +16,9 @@ from celery import Task
 
 from .exceptions import LockNotAcquired, shown
 from .keys import KeySpec, NameBuilder
-from .lock import Lock, seconds
+from .lock import MIN_RENEWED_TIMEOUT, Lock, seconds
 from .signals import lock_contended
-from .taskbody import TaskBody
+from .taskbody import MAX_UNWRAP, TaskBody
 
 logger = logging.getLogger("tasklock")
 
@@ -26,6 +27,9 @@ Policy = Literal["skip", "retry", "raise", "wait"]
 POLICIES = ("skip", "retry", "raise", "wait")
 #: a retry's countdown is spread by this fraction either way, so contenders do not stampede
 RETRY_JITTER = 0.25
+
+#: the Lock that the innermost task_lock body running in this context holds
+_holding: ContextVar[Lock | None] = ContextVar("tasklock_held", default=None)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -41,6 +45,13 @@ class LockSpec:
     countdown: float | None
     wait: float | None
     cache: str | None
+    renew: bool = True
+
+
+def held_lock() -> Lock | None:
+    """The Lock held by the innermost ``task_lock`` body running in this thread or async
+    context; None outside one."""
+    return _holding.get()
 
 
 def _non_negative(value: object, what: str) -> float | None:
@@ -61,6 +72,21 @@ def _not_retried(task: Task, running: bool) -> str:
     return f"{task.name} was called directly, not by a worker, so nothing can retry it later"
 
 
+def lock_name_of_call(task: Task, args: tuple, kwargs: dict) -> tuple[str, str | None] | None:
+    """The lock name and cache alias that ``task`` called with ``args``/``kwargs`` (as its
+    request carries them, without ``self``) locks; None if it has no ``task_lock``."""
+    run = getattr(type(task), "run", None)
+    for _ in range(MAX_UNWRAP):  # through autoretry_for and other wrappers, as TaskBody does
+        if run is None or isinstance(getattr(run, "tasklock", None), LockSpec):
+            break
+        run = getattr(run, "__wrapped__", None)
+    spec = getattr(run, "tasklock", None)
+    if not isinstance(spec, LockSpec):
+        return None
+    bound = not isinstance(inspect.getattr_static(type(task), "run"), staticmethod)
+    return run.tasklock_name(task, (task, *args) if bound else args, kwargs, bound), spec.cache  # type: ignore[union-attr]
+
+
 def task_lock(
     key: KeySpec = None,
     *,
@@ -69,6 +95,7 @@ def task_lock(
     countdown: float | None = None,
     wait: float | None = None,
     cache: str | None = None,
+    renew: bool = True,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Hold a lock named from the task and its arguments while the body runs.
 
@@ -91,7 +118,15 @@ def task_lock(
         countdown=_non_negative(countdown, "countdown"),
         wait=_non_negative(wait, "wait"),
         cache=cache,
+        renew=renew,
     )
+    if not isinstance(renew, bool):
+        raise ValueError(f"task_lock renew must be True or False, got {renew!r}")
+    if renew and spec.timeout is not None and spec.timeout < MIN_RENEWED_TIMEOUT:
+        raise ValueError(
+            f"task_lock renews its lock every third of its timeout: give it a timeout of at least "
+            f"{MIN_RENEWED_TIMEOUT} s, or renew=False (got {spec.timeout!r})"
+        )
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         if isinstance(fn, Task):
@@ -99,6 +134,16 @@ def task_lock(
         signature = inspect.signature(fn)
         names = NameBuilder(key, signature)
         first_parameter = next(iter(signature.parameters), None)
+
+        def lock_name(task: Task | None, args: tuple, kwargs: dict, bound: bool) -> str:
+            call = signature.bind(*args, **kwargs)
+            call.apply_defaults()
+            arguments = call.arguments
+            if bound:
+                arguments = {k: v for k, v in arguments.items() if k != first_parameter}
+            own_args = args[1:] if bound else args
+            prefix = task.name if task is not None else f"{fn.__module__}.{fn.__qualname__}"
+            return names.name(prefix, arguments, own_args, kwargs)
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -110,14 +155,7 @@ def task_lock(
                     "@task_lock, or another policy"
                 )
             bound = task is not None and bool(args) and args[0] is task
-            call = signature.bind(*args, **kwargs)
-            call.apply_defaults()
-            arguments = call.arguments
-            if bound:
-                arguments = {k: v for k, v in arguments.items() if k != first_parameter}
-            own_args = args[1:] if bound else args
-            prefix = task.name if task is not None else f"{fn.__module__}.{fn.__qualname__}"
-            held = Lock(names.name(prefix, arguments, own_args, kwargs), spec.timeout, cache)
+            held = Lock(lock_name(task, args, kwargs, bound), spec.timeout, cache, renew=spec.renew)
             if on_locked == "wait":
                 limit = held.timeout if spec.wait is None else spec.wait
                 acquired = held.acquire(blocking=True, wait=limit)
@@ -125,14 +163,17 @@ def task_lock(
                 acquired = held.acquire()
             if not acquired:
                 return _contended(held.name, task, running)
+            holding = _holding.set(held)
             try:
                 return fn(*args, **kwargs)
             finally:
+                _holding.reset(holding)
                 held.release_quietly()
 
         body = TaskBody(wrapper)
         wrapper.__signature__ = signature  # type: ignore[attr-defined]
         wrapper.tasklock = spec  # type: ignore[attr-defined]
+        wrapper.tasklock_name = lock_name  # type: ignore[attr-defined]
         return wrapper
 
     def _contended(name: str, task: Task | None, running: bool) -> Any:

@@ -6,9 +6,10 @@ import logging
 import math
 import os
 import random
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from threading import get_ident
 from types import TracebackType
 from typing import Any
@@ -20,12 +21,20 @@ from .backends.base import LockBackend
 from .conf import conf, timeout_problem
 from .exceptions import LockError, LockNotAcquired, shown
 from .holder import Holder
-from .signals import lock_acquired, lock_released
+from .renewer import renewer
+from .signals import lock_acquired, lock_lost, lock_released
 
 logger = logging.getLogger("tasklock")
 
 #: the first pause of a polling blocking acquire; it doubles up to the backend's max_poll
 FIRST_POLL = 0.001
+#: the shortest lease a renewing lock may have (it is renewed every third of it)
+MIN_RENEWED_TIMEOUT = 0.3
+#: a renewal that could not reach the cache is tried again after this share of the lease
+RENEW_RETRY_SHARE = 0.05
+#: what a non-renewing lock's extend() holds: nothing (only renewing locks share their Lock
+#: with the renewer thread)
+NO_MUTEX: AbstractContextManager[object] = nullcontext()
 
 
 def seconds(value: object, what: str) -> float:
@@ -56,19 +65,31 @@ class Lock:
     """A lock named ``name`` in cache ``cache`` that lives at most ``timeout`` seconds.
 
     Only the holder's random ``token`` can release or extend it. ``bool(lock)`` is a local
-    flag (held and not past the local deadline); ``owned()`` asks the cache.
+    flag (held and not past the local deadline); ``owned()`` asks the cache. With
+    ``renew=True`` the timeout is a lease that this process's renewer extends every third
+    of it while the lock is held; ``lost`` tells whether a renewal found it gone.
 
     A Lock may be used from any thread (one at a time): each thread talks to the cache through
     its own cache object, as Django gives every thread one (pymemcache's client is not
-    thread-safe).
+    thread-safe); the renewer thread does too.
     """
 
-    def __init__(self, name: str, timeout: float | None = None, cache: str | None = None) -> None:
+    def __init__(
+        self, name: str, timeout: float | None = None, cache: str | None = None, *, renew: bool = False
+    ) -> None:
         if not isinstance(name, str) or not name:
             got = shown(name) if isinstance(name, str) else type(name).__name__
             raise ValueError(f"a lock name must be a non-empty str, got {got}")
         self.name = name
         self.timeout = conf.TIMEOUT if timeout is None else seconds(timeout, "lock timeout")
+        if not isinstance(renew, bool):
+            raise ValueError(f"renew must be True or False, got {renew!r}")
+        if renew and self.timeout < MIN_RENEWED_TIMEOUT:
+            raise ValueError(
+                f"a renewing lock needs a timeout of at least {MIN_RENEWED_TIMEOUT} s, got {self.timeout!r}"
+            )
+        self.renew = renew
+        self._extending = threading.Lock() if renew else NO_MUTEX
         self.cache_alias = cache_alias(cache)
         self.token = os.urandom(16).hex()  # what secrets.token_hex(16) does, one call less
         self._backend = get_backend(self.cache_alias)
@@ -85,6 +106,10 @@ class Lock:
         self._value: str | None = None
         self._acquired_at = 0.0
         self._deadline = 0.0
+        #: set by each successful acquire where the backend fences; strictly increasing per cache
+        self.fencing_token: int | None = None
+        #: True once a renewal found the lock gone, or could not reach the cache within the lease
+        self.lost = False
 
     def __repr__(self) -> str:
         return f"<Lock {shown(self.name)} {'held' if self else 'not held'}>"
@@ -135,6 +160,10 @@ class Lock:
             if added:
                 self._value = value
                 self._acquired_at, self._deadline = attempt, attempt + self.timeout
+                self.fencing_token = added if backend.fences else None
+                self.lost = False
+                if self.renew:
+                    renewer().watch(self, attempt + self.timeout / 3)
                 if lock_acquired.receivers:
                     lock_acquired.send(sender=Lock, lock=self, waited=time.monotonic() - started)
                 return True
@@ -146,6 +175,8 @@ class Lock:
 
     def release(self) -> bool:
         """Remove this holder's own lock; False if it had expired, was cleared or taken."""
+        if self.renew:
+            renewer().forget(self)  # before the delete: no renewal is sent after this returns
         value = self._value
         if value is None:
             return False
@@ -165,6 +196,10 @@ class Lock:
     def extend(self, timeout: float | None = None) -> bool:
         """Reset this holder's TTL to ``timeout`` (default: the lock's); False if not held."""
         timeout = self.timeout if timeout is None else seconds(timeout, "extend timeout")
+        with self._extending:  # the renewer and the holder's own thread take turns
+            return self._extend(timeout)
+
+    def _extend(self, timeout: float) -> bool:
         holder = self.holder
         if holder is None:
             return False
@@ -176,13 +211,39 @@ class Lock:
         self._value, self._deadline = None, 0.0
         return False
 
+    def _renew(self) -> float | None:
+        """One renewal, run by the renewer thread: when the next is due, or None to stop."""
+        try:
+            if self.extend():
+                return time.monotonic() + self.timeout / 3
+            error = None
+        except Exception as exc:  # a cache error, or anything else: never crash the renewer
+            now = time.monotonic()
+            if self._value is not None and now < self._deadline:
+                return min(now + self.timeout * RENEW_RETRY_SHARE, self._deadline)
+            error = exc if isinstance(exc, LockError) else self._failed(self._here(), "renewal", exc)
+        self.lost = True
+        self._value, self._deadline = None, 0.0
+        logger.error(
+            "lock %s was lost while its holder still ran: %s", shown(self.name), error or "found gone"
+        )
+        if lock_lost.receivers:
+            lock_lost.send(sender=Lock, lock=self, error=error)
+        return None
+
     def locked(self) -> bool:
         """True if anyone holds the lock (asks the cache)."""
         return self._call(self._here(), "get", self._key) is not None
 
     def owned(self) -> bool:
         """True if this Lock's token holds the lock (asks the cache)."""
-        return self._value is not None and self._call(self._here(), "get", self._key) == self._value
+        if self._value is None:
+            return False
+        stored = self._call(self._here(), "get", self._key)
+        if stored is not None and stored == self._value:
+            return True
+        holder = Holder.decode(stored)  # a renewal may have rewritten the value meanwhile
+        return holder is not None and holder.token == self.token and self._value is not None
 
     def release_quietly(self) -> None:
         """Release at the end of a block: a lost or failed release is logged, never raised."""
@@ -216,9 +277,10 @@ def lock(
     cache: str | None = None,
     blocking: bool = False,
     wait: float | None = None,
+    renew: bool = False,
 ) -> Iterator[Lock]:
     """Try to take ``name``; yields the Lock, falsy when someone else holds it."""
-    held = Lock(name, timeout, cache)
+    held = Lock(name, timeout, cache, renew=renew)
     acquired = held.acquire(blocking=blocking, wait=wait)
     try:
         yield held

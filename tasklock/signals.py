@@ -5,7 +5,11 @@
   already gone (expired, cleared, taken) or the release failed.
 - ``lock_contended(name, policy, task_id)``: a ``task_lock`` call found the lock held.
 - ``lock_cleared(name, by, via)``: an operator force-cleared a lock; ``via`` is
-  ``"admin"`` or ``"command"``.
+  ``"admin"``, ``"command"`` or ``"python"``.
+- ``lock_lost(lock, error)``: a renewal found the lock gone (``error`` None) or could not
+  reach the cache before the lease ran out (``error``: the ``LockError``).
+- ``lock_reaped(name, holder, reason)``: tasklock freed the lock of a dead holder;
+  ``reason`` is ``"worker-lost"``, ``"time-limit"``, ``"revoked"`` or ``"dead-process"``.
 """
 
 from django.dispatch import Signal
@@ -14,3 +18,5 @@ lock_acquired = Signal()
 lock_released = Signal()
 lock_contended = Signal()
 lock_cleared = Signal()
+lock_lost = Signal()
+lock_reaped = Signal()

@@ -13,6 +13,9 @@ from django.db import connection
 
 from tests import servers
 
+#: the test worker's log level (its log is in a temp dir named in a failing test's output)
+WORKER_LOGLEVEL = os.environ.get("TASKLOCK_TEST_WORKER_LOGLEVEL", "warning")
+
 
 def _unavailable(message: str) -> None:
     if servers.IN_CI:
@@ -80,7 +83,7 @@ def celery_worker(redis_server, django_db_setup):
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", "--pool=prefork",
          "--concurrency=4", "--queues=tasklock-tests", "--without-gossip", "--without-mingle",
-         "--without-heartbeat", "--loglevel=warning", f"--hostname=tests-{os.getpid()}@%h"],
+         "--without-heartbeat", f"--loglevel={WORKER_LOGLEVEL}", f"--hostname=tests-{os.getpid()}@%h"],
         stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
     )  # fmt: skip
     from tests.tasks import ping

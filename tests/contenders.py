@@ -1,6 +1,9 @@
 """One contender process: take the lock over and over, write down when it held it.
 
-python -m tests.contenders CACHE NAME START_AT SECONDS HOLD OUT [--allow-locmem]
+python -m tests.contenders CACHE NAME START_AT SECONDS HOLD OUT [--allow-locmem] [--lease=S]
+
+Each interval is ``[start, end, fencing_token]`` (monotonic clock, system-wide on Linux).
+With ``--lease`` the lock renews a lease of that many seconds (``HOLD`` may outlast it).
 """
 
 import json
@@ -10,7 +13,7 @@ import time
 import django
 
 
-def main(cache: str, name: str, start_at: float, seconds: float, hold: float, out: str) -> None:
+def main(cache: str, name: str, start_at: float, seconds: float, hold: float, out: str, lease: float) -> None:
     from tasklock import Lock
 
     intervals = []
@@ -18,12 +21,12 @@ def main(cache: str, name: str, start_at: float, seconds: float, hold: float, ou
         time.sleep(0.001)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        held = Lock(name, timeout=10, cache=cache)
+        held = Lock(name, timeout=lease or 10, cache=cache, renew=bool(lease))
         if held.acquire(blocking=True, wait=1):
             began = time.monotonic()
             time.sleep(hold)
-            intervals.append((began, time.monotonic()))
-            held.release()
+            intervals.append((began, time.monotonic(), held.fencing_token))
+            assert held.release(), "the lock was lost while held"
     with open(out, "w") as file:
         json.dump(intervals, file)
 
@@ -32,8 +35,8 @@ if __name__ == "__main__":
     django.setup()
     from django.test.utils import override_settings
 
-    args = sys.argv[1:]
-    allow = "--allow-locmem" in args
-    cache, name, start_at, seconds, hold, out = [a for a in args if a != "--allow-locmem"]
-    with override_settings(TASKLOCK={"ALLOW_PROCESS_LOCAL_CACHE": allow}):
-        main(cache, name, float(start_at), float(seconds), float(hold), out)
+    flags = [a for a in sys.argv[1:] if a.startswith("--")]
+    cache, name, start_at, seconds, hold, out = [a for a in sys.argv[1:] if not a.startswith("--")]
+    lease = next((float(f.partition("=")[2]) for f in flags if f.startswith("--lease=")), 0.0)
+    with override_settings(TASKLOCK={"ALLOW_PROCESS_LOCAL_CACHE": "--allow-locmem" in flags}):
+        main(cache, name, float(start_at), float(seconds), float(hold), out, lease)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import time
 
 import redis
@@ -119,3 +120,47 @@ def update_game_aliased(self, game_id: int) -> str:
 @task_lock(key="game_id", timeout=30, on_locked="retry", countdown=0.1)
 def update_game_forever(self, game_id: int) -> str:
     return "ran"
+
+
+@app.task(bind=True, track_started=True)
+@task_lock(key="hold:{item}", timeout=60)
+def hold(self, item: str, seconds: float = 60) -> str:
+    """Holds its lock (a 60 s lease, renewed) until it is killed; its pid is in STARTED's meta."""
+    time.sleep(seconds)
+    return "finished"
+
+
+@app.task(bind=True, track_started=True, time_limit=3)
+@task_lock(key="hold:{item}", timeout=60)
+def hold_past_time_limit(self, item: str) -> str:
+    """Ignores SIGTERM, so only the pool's SIGKILL after the hard time limit ends it: its
+    finally never runs."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(30)
+    return "finished"
+
+
+@app.task(bind=True, track_started=True)
+@task_lock(key="hold:{item}", timeout=60, on_locked="wait", wait=60)
+def wait_for(self, item: str) -> str:
+    """Blocks on the lock ``hold`` holds (its body runs only once it has it)."""
+    return "ran"
+
+
+@app.task(bind=True, max_retries=200)
+@task_lock(key="game_id", timeout=0.6, on_locked="retry", countdown=0.1)
+def long_update(self, game_id: int, run_id: str, hold: float) -> str:
+    """Runs for many leases of its renewing lock."""
+    started = time.monotonic()
+    time.sleep(hold)
+    record(run_id, game_id, started)
+    return "ran"
+
+
+@app.task(bind=True)
+@task_lock(key="item", timeout=10)
+def fencing_token(self, item: int) -> int | None:
+    """The fencing token of the lock this body holds."""
+    from tasklock import held_lock
+
+    return held_lock().fencing_token

@@ -232,24 +232,28 @@ def locked_tasks_app(**conf: object) -> Celery:
     app.conf.update(conf)
 
     @app.task(name="hard_over", shared=False, time_limit=600)
-    @task_lock(timeout=60)
+    @task_lock(timeout=60, renew=False)
     def hard_over(x: int) -> None: ...
 
     @app.task(name="soft_over", shared=False, bind=True, soft_time_limit=61)
-    @task_lock("x", timeout=60)
+    @task_lock("x", timeout=60, renew=False)
     def soft_over(self, x: int) -> None: ...
 
     @app.task(name="within", shared=False, bind=True, time_limit=60, soft_time_limit=50)
-    @task_lock(timeout=60)
+    @task_lock(timeout=60, renew=False)
     def within(self, x: int) -> None: ...
 
     @app.task(name="no_limit", shared=False)
-    @task_lock(timeout=60)
+    @task_lock(timeout=60, renew=False)
     def no_limit(x: int) -> None: ...
 
-    @app.task(name="default_timeout", shared=False, time_limit=299)
-    @task_lock()
+    @app.task(name="default_timeout", shared=False, time_limit=59)
+    @task_lock(renew=False)
     def default_timeout(x: int) -> None: ...
+
+    @app.task(name="renewing", shared=False, time_limit=10_000)
+    @task_lock(timeout=60)
+    def renewing(x: int) -> None: ...
 
     @app.task(name="unlocked", shared=False, time_limit=10_000)
     def unlocked(x: int) -> None: ...
@@ -274,10 +278,10 @@ def test_w003_own_limits_longer_than_lock_timeout():
 def test_w003_app_defaults_and_tasklock_timeout(settings):
     app = locked_tasks_app(task_time_limit=120, task_soft_time_limit=30)
     assert sorted(warned(time_limit_warnings(app))) == ["hard_over", "no_limit", "soft_over"]
-    settings.TASKLOCK = {"TIMEOUT": 200}
+    settings.TASKLOCK = {"TIMEOUT": 50}
     app = locked_tasks_app()
     found = warned(time_limit_warnings(app))
-    assert "default_timeout" in found and "timeout of 200 s" in found["default_timeout"]
+    assert "default_timeout" in found and "timeout of 50 s" in found["default_timeout"]
 
 
 @pytest.fixture
@@ -318,7 +322,7 @@ def test_w003_forces_task_autodiscovery(tasks_package, current):
         from tasklock import task_lock
 
         @current_app.task(name="discovered", time_limit=900, shared=False)
-        @task_lock(timeout=60)
+        @task_lock(timeout=60, renew=False)
         def discovered(x): ...
         """
     )

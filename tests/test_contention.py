@@ -12,8 +12,11 @@ import uuid
 CONTENDERS = 6
 
 
-def contend(tmp_path, cache: str, seconds: float = 2.0, hold: float = 0.002, allow_locmem=False):
-    name = f"contention:{uuid.uuid4().hex}"
+def contend(
+    tmp_path, cache: str, seconds: float = 2.0, hold: float = 0.002, allow_locmem=False, lease=None, name=None
+):
+    """Run the contender processes on one lock; their ``[start, end, token]`` intervals."""
+    name = name or f"contention:{uuid.uuid4().hex}"
     start_at = time.time() + 2.5  # every process starts its loop at once, after setup
     outputs = [tmp_path / f"contender-{i}.json" for i in range(CONTENDERS)]
     processes = [
@@ -29,18 +32,19 @@ def contend(tmp_path, cache: str, seconds: float = 2.0, hold: float = 0.002, all
                 str(hold),
                 str(out),
                 *(["--allow-locmem"] if allow_locmem else []),
+                *([f"--lease={lease}"] if lease else []),
             ],
             env=os.environ.copy(),
         )
         for out in outputs
     ]
     for process in processes:
-        assert process.wait(60) == 0
+        assert process.wait(60 + seconds + hold) == 0
     return [json.loads(out.read_text()) for out in outputs]
 
 
 def overlaps(per_process) -> int:
-    spans = sorted((s, e, i) for i, spans in enumerate(per_process) for s, e in spans)
+    spans = sorted((s, e, i) for i, spans in enumerate(per_process) for s, e, _ in spans)
     count, latest_end, latest_owner = 0, -1.0, None
     for start, end, owner in spans:
         if start < latest_end and owner != latest_owner:

@@ -130,7 +130,7 @@ def test_lost_lock_is_logged_and_signalled_but_the_result_stands(caplog):
     def receiver(sender, lock, released, held_for, **kwargs):
         released_flags.append(released)
 
-    @task_lock(name, timeout=0.2)
+    @task_lock(name, timeout=0.2, renew=False)
     def work():
         time.sleep(0.4)  # outlives its lock
         return "result"

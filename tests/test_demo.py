@@ -38,6 +38,9 @@ def assert_every_game_had_one_holder_at_a_time(done: subprocess.CompletedProcess
         assert int(ran) >= 1
         assert int(ran) + int(skipped) == int(sent)
     assert "Workers stopped." in done.stdout
+    assert re.search(r"game:4 was free again \d+ ms later", done.stdout), done.stdout
+    assert "writes with its older token" in done.stdout and "refused by the store" in done.stdout
+    assert "The store keeps '3-1'." in done.stdout
 
 
 def test_demo_on_a_shared_redis_keeps_to_its_own_prefix(tmp_path):
@@ -53,8 +56,8 @@ def test_demo_on_a_shared_redis_keeps_to_its_own_prefix(tmp_path):
     assert client.get("someone-else:key") == b"keep me"
     created = set(client.scan_iter()) - before
     assert all(key.startswith(b"tasklock-demo:") for key in created), created
-    # only the queue's bindings stay: the run's records, results and messages are gone
-    assert {key for key in created if b"_kombu.binding" not in key} == set()
+    # only the queue's bindings and the fencing counter stay: records, results, messages are gone
+    assert {key for key in created if b"_kombu.binding" not in key} <= {b"tasklock-demo:1:tasklock fence"}
     client.delete("someone-else:key")
 
 

@@ -7,16 +7,23 @@ task does when the game is busy differs:
 - ``update_game`` (a new score from a feed) must not be lost: it retries a bit later;
 - ``refresh_scoreboard`` (a cosmetic refresh) is pointless twice at once: it skips;
 - ``publish_result`` (the final whistle) waits for the running update, up to 10 s.
+
+Two more acts show a lock's lifetime: ``rebuild_game`` runs long, and the demo kills the
+process running it; ``save_score`` writes with its lock's fencing token to a store that
+refuses an older token than the last it accepted.
 """
 
+import os
 import time
 from contextlib import nullcontext
 
 from celery import Task, shared_task
+from django.conf import settings
 
-from tasklock import task_lock
+from tasklock import held_lock, task_lock
 
-from .timeline import Timeline
+from .scores import ScoreStore
+from .timeline import RUN_VARIABLE, Timeline
 
 #: one lock per game, shared by every task below
 GAME_LOCK = "game:{game_id}"
@@ -54,3 +61,26 @@ def refresh_scoreboard(self: Task, game_id: int) -> str:
 @task_lock(key=GAME_LOCK, on_locked="wait", wait=10)
 def publish_result(self: Task, game_id: int) -> str:
     return _work_on(self, game_id)
+
+
+@shared_task(bind=True, track_started=True)
+@task_lock(key=GAME_LOCK, on_locked="skip")
+def rebuild_game(self: Task, game_id: int) -> str:
+    """A long rebuild of a game's record (the demo kills the process running it)."""
+    time.sleep(20)
+    return "rebuilt"
+
+
+@shared_task(bind=True)
+@task_lock(key=GAME_LOCK, on_locked="wait", wait=10)
+def save_score(self: Task, game_id: int, score: str, stall: float = 0) -> dict:
+    """Save a score with this holder's fencing token; a ``stall`` > 0 first waits (up to that
+    many seconds) until somebody else saved a newer score, as a holder stalled by a long pause
+    would find on waking up."""
+    held = held_lock()
+    store = ScoreStore(settings.REDIS_URL, os.environ.get(RUN_VARIABLE, "adhoc"))
+    deadline = time.monotonic() + stall
+    while time.monotonic() < deadline and store.last(game_id)[1] <= held.fencing_token:
+        time.sleep(0.05)
+    return {"score": score, "token": held.fencing_token, "lost": held.lost,
+            "accepted": store.save(game_id, score, held.fencing_token)}  # fmt: skip

@@ -46,6 +46,8 @@ class LockBackend(ABC):
 
     #: lock names whose cache keys an adapter remembers (a task's names repeat)
     remembered_keys: ClassVar[int] = 4096
+    #: whether ``add`` hands out fencing tokens (issued atomically with the acquisition)
+    fences: ClassVar[bool] = False
 
     def __init__(self, cache: Any) -> None:
         self.cache = cache
@@ -60,9 +62,15 @@ class LockBackend(ABC):
         """The full cache key of a lock name, inside ``TASKLOCK["KEY_PREFIX"]``."""
         return cache_key(name, conf.KEY_PREFIX, self.make_key)
 
+    def fence_key(self) -> str:
+        """The key of the cache's fencing counter: ``KEY_PREFIX fence``, which no lock key
+        can be (lock keys continue the prefix with a colon) and no listing scans."""
+        return self.make_key(f"{conf.KEY_PREFIX} fence")
+
     @abstractmethod
-    def add(self, key: str, value: str, timeout: float) -> bool:
-        """Store ``value`` only if ``key`` is absent; True if stored."""
+    def add(self, key: str, value: str, timeout: float) -> int:
+        """Store ``value`` only if ``key`` is absent. 0 if not stored; else the fencing token
+        where the backend ``fences``, any positive number where it does not."""
 
     @abstractmethod
     def get(self, key: str) -> str | None:

@@ -9,11 +9,12 @@ released by a rollback, so the adapter refuses to run there.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, connections, router
+from django.db import DatabaseError, IntegrityError, connections, router, transaction
 from django.utils import timezone
 
 from ..exceptions import LockError
@@ -23,16 +24,22 @@ from .base import LockBackend, Stored
 SCAN_BATCH = 1000
 #: keys per ``IN (...)`` when reading several locks
 READ_BATCH = 500
+INSERT = "INSERT INTO {table} (cache_key, value, expires) VALUES (%s, %s, %s)"
+#: the fencing counter's row never expires
+NEVER = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 class DatabaseBackend(LockBackend):
     family = "database"
     errors = (DatabaseError,)
+    fences = True
 
     def __init__(self, cache: Any) -> None:
         super().__init__(cache)
         self.model = cache.cache_model_class
         self.table = cache._table
+        #: the fencing counter's row is known to exist (checked once, again after a cull)
+        self._fence_ready = False
 
     def _database(self) -> Any:
         return connections[router.db_for_write(self.model)]
@@ -60,25 +67,58 @@ class DatabaseBackend(LockBackend):
     def _at(connection: Any, moment: datetime) -> Any:
         return connection.ops.adapt_datetimefield_value(moment)
 
-    def add(self, key: str, value: str, timeout: float) -> bool:
+    def add(self, key: str, value: str, timeout: float) -> int:
+        """Delete the row if expired, INSERT, and take the next fencing token, in one transaction.
+
+        The counter row's lock orders the tokens: a later grant waits for the earlier one's
+        commit, so tokens grow in grant order. A token is the counter + 1, or the clock in
+        microseconds when larger, so it keeps growing if the row is culled."""
         connection = self._connection()
         now = timezone.now()
         expires = now + timedelta(seconds=timeout)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                self._sql(connection, "DELETE FROM {table} WHERE cache_key = %s AND expires < %s"),
-                [key, self._at(connection, now)],
-            )
-            try:
+        fence = self._fence_row(connection)
+        try:
+            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
                 cursor.execute(
-                    self._sql(
-                        connection, "INSERT INTO {table} (cache_key, value, expires) VALUES (%s, %s, %s)"
-                    ),
+                    self._sql(connection, "DELETE FROM {table} WHERE cache_key = %s AND expires < %s"),
+                    [key, self._at(connection, now)],
+                )
+                cursor.execute(
+                    self._sql(connection, INSERT),
                     [key, value, self._at(connection, expires)],
                 )
-            except IntegrityError:
-                return False
-        return True
+                for_update = " FOR UPDATE" if connection.features.has_select_for_update else ""
+                cursor.execute(
+                    self._sql(connection, f"SELECT value FROM {{table}} WHERE cache_key = %s{for_update}"),
+                    [fence],
+                )
+                row = cursor.fetchone()
+                token = max(int(row[0]) + 1 if row else 1, time.time_ns() // 1000)
+                cursor.execute(
+                    self._sql(connection, "UPDATE {table} SET value = %s WHERE cache_key = %s"),
+                    [str(token), fence],
+                )
+                self._fence_ready = cursor.rowcount == 1
+        except IntegrityError:
+            return 0
+        return token
+
+    def _fence_row(self, connection: Any) -> str:
+        """The fencing counter's key, its row created if missing (in its own statement, so
+        that two first acquirers cannot make each other's acquire fail)."""
+        fence = self.fence_key()
+        if self._fence_ready:
+            return fence
+        try:
+            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+                cursor.execute(
+                    self._sql(connection, INSERT),
+                    [fence, "0", self._at(connection, NEVER)],
+                )
+        except IntegrityError:
+            pass  # it exists: made by another process, or before
+        self._fence_ready = True
+        return fence
 
     def get(self, key: str) -> str | None:
         connection = self._database()

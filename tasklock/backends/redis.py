@@ -31,6 +31,22 @@ MAX_BLOCK = 1.0
 #: keys asked of each SCAN step when listing locks
 SCAN_COUNT = 1000
 
+#: SET NX PX and, only if it stored, the next fencing token, in one atomic step. The token
+#: is the counter + 1, or the server's clock in microseconds when that is larger, so it keeps
+#: growing even if the counter key is lost (a restart without persistence, an eviction).
+_ACQUIRE = Script(
+    None,  # type: ignore[arg-type]  # registered on no client: every call names the cache's
+    b"""
+if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+local now = redis.call('time')
+local token = (tonumber(redis.call('get', KEYS[2])) or 0) + 1
+local clock = now[1] * 1000000 + now[2]
+if clock > token then token = clock end
+redis.call('set', KEYS[2], string.format('%d', token))
+return token
+""",
+)
+
 _RELEASE = Script(
     None,  # type: ignore[arg-type]  # registered on no client: every call names the cache's
     b"""
@@ -97,6 +113,7 @@ def milliseconds(timeout: float) -> int:
 class RedisBackend(LockBackend):
     family = "redis"
     errors = (RedisError, OSError)
+    fences = True
 
     def __init__(self, cache: Any) -> None:
         super().__init__(cache)
@@ -104,9 +121,10 @@ class RedisBackend(LockBackend):
         kwargs = self.client.connection_pool.connection_kwargs
         socket_timeout = kwargs.get("socket_timeout")
         self.max_block = min(MAX_BLOCK, socket_timeout / 2) if socket_timeout else MAX_BLOCK
+        self._fence = self.fence_key()
 
-    def add(self, key: str, value: str, timeout: float) -> bool:
-        return bool(self.client.set(key, value, nx=True, px=milliseconds(timeout)))
+    def add(self, key: str, value: str, timeout: float) -> int:
+        return _ACQUIRE((key, self._fence), (value, milliseconds(timeout)), client=self.client)
 
     def get(self, key: str) -> str | None:
         return text(self.client.get(key))

@@ -21,8 +21,9 @@ from django.core.management.base import BaseCommand, CommandError
 from kombu.utils.url import maybe_sanitize_url
 
 from demo_project.celery import app
-from demo_project.games import private_redis, tasks
+from demo_project.games import acts, private_redis, tasks
 from demo_project.games.report import GameReport, build_reports, table
+from demo_project.games.scores import ScoreStore
 from demo_project.games.timeline import Timeline, most_at_once
 from demo_project.games.workers import Worker, start_workers, wait_until_ready
 
@@ -60,6 +61,12 @@ pool processes each), get a burst of tasks for the same games at once:
 Each task body records when it started and ended, so the demo measures how many
 ran at once for each game. tasklock's promise: never more than 1.
 
+"""
+
+LIFETIME = """\
+A lock lives as long as its holder: task_lock renews its lease (a third of the lease at a
+time) while the body works, the worker's main process frees the lock of a child that died,
+and every acquire hands out a fencing token that a data store can check.
 """
 
 EXPLAIN = """\
@@ -100,12 +107,13 @@ def _purge(queue: str) -> int:
         return connection.default_channel.queue_purge(queue) or 0
 
 
-def _clean_up(timeline: Timeline, sent: list[tuple[str, AsyncResult]], queue: str) -> None:
+def _clean_up(timeline: Timeline, store: ScoreStore, results: list[AsyncResult], queue: str) -> None:
     """Delete this run's records and results; drop retries the stopped workers handed back."""
-    for _, result in sent:
+    for result in results:
         result.forget()
     _purge(queue)
     timeline.delete()
+    store.delete(acts.ACT_GAMES)
 
 
 class Command(BaseCommand):
@@ -116,10 +124,9 @@ class Command(BaseCommand):
         try:
             with _sigterm_as_interrupt(), ExitStack() as redis_stack:
                 url = self.find_redis(redis_stack)
-                reports, elapsed = self.run_demo(url)
+                reports = self.run_demo(url)
         except KeyboardInterrupt:
             raise CommandError("interrupted: workers stopped, nothing left running", returncode=130) from None
-        self.summarise(reports, elapsed)
         self.next_steps(private=url != settings.REDIS_URL)
         failed = [report for report in reports if not report.ok]
         if failed:
@@ -148,17 +155,19 @@ class Command(BaseCommand):
         app.conf.update(broker_url=url, result_backend=url)
         return url
 
-    def run_demo(self, url: str) -> tuple[list[GameReport], float]:
+    def run_demo(self, url: str) -> list[GameReport]:
         call_command("migrate", verbosity=0, interactive=False)
         queue = app.conf.task_default_queue
         stale = _purge(queue)
         if stale:
             self.say(f'Queue "{queue}": removed {stale} message(s) left over by an earlier run.')
         timeline = Timeline(url, secrets.token_hex(4))
+        store = ScoreStore(url, timeline.run_id)
         sent: list[tuple[str, AsyncResult]] = []
+        acted: list[AsyncResult] = []
         with ExitStack() as stack:
             # on any exit, after the workers stop: only this run's keys and its own queue
-            stack.callback(_clean_up, timeline, sent, queue)
+            stack.callback(lambda: _clean_up(timeline, store, [r for _, r in sent] + acted, queue))
             self.say(
                 f"\nStarting workers {' and '.join(WORKERS)} (celery worker --pool=prefork "
                 f'--concurrency={PROCESSES_PER_WORKER}, queue "{queue}") ...'
@@ -186,7 +195,18 @@ class Command(BaseCommand):
                 f"Different games did run side by side: up to {most_at_once(every_span)} bodies at once "
                 "across all games."
             )
-        return reports, elapsed
+            self.summarise(reports, elapsed)
+            self.lifetime_acts(store, acted)
+        return reports
+
+    def lifetime_acts(self, store: ScoreStore, acted: list[AsyncResult]) -> None:
+        self.say(f"\n{LIFETIME}")
+        self.say("Act 2: a worker process dies while it holds a lock")
+        acts.dead_worker(self.say, acted)
+        self.say("\nAct 3: a lock is lost while its holder still works; fencing tokens catch the late write")
+        outcome = acts.stale_write(self.say, store, acted)
+        if outcome["late"]["accepted"] or not outcome["fresh"]["accepted"]:
+            raise CommandError("the score store took a stale write")
 
     def send_burst(self) -> list[tuple[str, AsyncResult]]:
         sent = []

@@ -1,0 +1,168 @@
+"""Freeing the locks of dead holders, from a Celery worker's main process.
+
+When a prefork child dies holding a lock (SIGKILL, the OOM killer, a hard time limit,
+``revoke(terminate=True)``), the main process hears of it (``task_failure`` with
+``WorkerLostError`` or ``TimeLimitExceeded``, ``task_revoked`` with ``terminated=True``).
+tasklock then rebuilds the task's lock name from its arguments, waits until the holder's
+process is really gone, and deletes the lock only if its holder metadata names that task
+id, this machine and that dead process. At worker start it frees the locks of processes
+of this machine that no longer exist. A live holder's lock is never touched: copies of
+one task id can run at the same time, each with its own pid.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from billiard.exceptions import TimeLimitExceeded, WorkerLostError
+from celery import signals as celery_signals
+
+from .backends import get_backend
+from .backends.base import LockBackend, Stored
+from .conf import conf
+from .decorators import lock_name_of_call
+from .holder import Holder
+from .lock import Lock
+from .processes import is_gone, rebooted_since, same_process_space, wait_gone
+from .signals import lock_reaped
+from .watcher import ChildWatcher, supported
+
+logger = logging.getLogger("tasklock")
+
+#: how long the main process waits for a dying child to be gone before it leaves the lock
+#: to its lease (a child killed by a hard time limit gets SIGTERM, then SIGKILL 0.1 s later)
+GONE_WITHIN = 5.0
+
+
+def _free(backend: LockBackend, key: str, value: str, holder: Holder, reason: str) -> bool:
+    """Delete ``key`` if it still holds ``value``; log and signal it."""
+    if not backend.delete_if(key, value):
+        return False
+    logger.warning(
+        "freed lock %r of dead holder %s (task %s, %s)", holder.name, holder.holder, holder.task_id, reason
+    )
+    if lock_reaped.receivers:
+        lock_reaped.send(sender=Lock, name=holder.name, holder=holder, reason=reason)
+    return True
+
+
+def reap_task(task: Any, task_id: str, args: Iterable[Any], kwargs: dict[str, Any], reason: str) -> bool:
+    """Free the lock of task ``task_id`` if its holder is a process of this machine that is gone
+    (waiting up to ``GONE_WITHIN`` for it to go). True if a lock was freed."""
+    found = lock_name_of_call(task, tuple(args or ()), dict(kwargs or {}))
+    if found is None:
+        return False
+    name, alias = found
+    backend = get_backend(alias)
+    key = backend.key(name)
+    value = backend.get(key)
+    holder = Holder.decode(value)
+    if value is None or holder is None or holder.task_id != task_id:
+        return False
+    if not same_process_space(holder.host, holder.machine) or not wait_gone(holder.pid, GONE_WITHIN):
+        return False
+    return _free(backend, key, value, holder, reason)
+
+
+def _reap_in_background(task: Any, task_id: str, args: Any, kwargs: Any, reason: str) -> None:
+    """Reap without blocking the worker's event loop; a failure is logged, never raised."""
+
+    def run() -> None:
+        try:
+            reap_task(task, task_id, args, kwargs, reason)
+        except Exception:
+            logger.warning("could not free the lock of dead task %s (%s)", task_id, reason, exc_info=True)
+
+    threading.Thread(target=run, name=f"tasklock-reaper-{task_id}", daemon=True).start()
+
+
+def _dead(stored: Stored) -> Holder | None:
+    holder = Holder.decode(stored.value)
+    if holder is None:
+        return None
+    if rebooted_since(holder.host, holder.machine):
+        return holder
+    if same_process_space(holder.host, holder.machine) and is_gone(holder.pid):
+        return holder
+    return None
+
+
+def reap_dead_processes(alias: str | None = None) -> int:
+    """Free every lock in cache ``alias`` whose holder was a process of this machine that no
+    longer exists (or ran before this machine's last boot). The number freed."""
+    backend = get_backend(alias)
+    freed = 0
+    for batch in backend.scan():
+        unread = [stored.key for stored in batch if stored.value is None]
+        read = {stored.key: stored for stored in backend.read(unread)} if unread else {}
+        for stored in batch:
+            stored = read.get(stored.key, stored)
+            holder = _dead(stored)
+            if holder is not None and stored.value is not None:
+                freed += _free(backend, stored.key, stored.value, holder, "dead-process")
+    return freed
+
+
+def lock_caches(app: Any) -> set[str]:
+    """The caches that ``app``'s locked tasks lock in, and ``TASKLOCK["CACHE"]``."""
+    aliases = {conf.CACHE}
+    for task in list(app.tasks.values()):
+        spec = getattr(task.run, "tasklock", None)
+        alias = getattr(spec, "cache", None)
+        if alias:
+            aliases.add(alias)
+    return aliases
+
+
+def on_task_failure(sender: Any = None, task_id: str | None = None, exception: Any = None, **kw: Any) -> None:
+    if isinstance(exception, WorkerLostError):
+        reason = "worker-lost"
+    elif isinstance(exception, TimeLimitExceeded):
+        reason = "time-limit"
+    else:
+        return
+    if sender is not None and task_id:
+        _reap_in_background(sender, task_id, kw.get("args"), kw.get("kwargs"), reason)
+
+
+def on_task_revoked(sender: Any = None, request: Any = None, terminated: bool = False, **kw: Any) -> None:
+    if terminated and request is not None and sender is not None:
+        _reap_in_background(sender, request.id, request.args, request.kwargs, "revoked")
+
+
+def _child_died(pid: int, requests: list[Any]) -> None:
+    """The child watcher saw ``pid`` exit: free the locks of the tasks it was running."""
+    for request in requests:
+        try:
+            reap_task(request.task, request.id, request.args, request.kwargs, "worker-lost")
+        except Exception:
+            logger.warning(
+                "could not free the lock of task %s of dead process %s", request.id, pid, exc_info=True
+            )
+
+
+def on_worker_ready(sender: Any = None, **kw: Any) -> None:
+    """At worker start: watch the pool's children, and (in a thread) free the locks of this
+    machine's dead processes."""
+    if supported():
+        ChildWatcher(_child_died).start()
+    app = getattr(sender, "app", None)
+
+    def run() -> None:
+        for alias in sorted(lock_caches(app)) if app is not None else [conf.CACHE]:
+            try:
+                reap_dead_processes(alias)
+            except Exception:
+                logger.warning("could not look for dead holders' locks in cache %r", alias, exc_info=True)
+
+    threading.Thread(target=run, name="tasklock-reaper-start", daemon=True).start()
+
+
+def connect() -> None:
+    """Listen to the worker's signals (they fire in the worker's main process)."""
+    celery_signals.task_failure.connect(on_task_failure, weak=False, dispatch_uid="tasklock.reaper.failure")
+    celery_signals.task_revoked.connect(on_task_revoked, weak=False, dispatch_uid="tasklock.reaper.revoked")
+    celery_signals.worker_ready.connect(on_worker_ready, weak=False, dispatch_uid="tasklock.reaper.ready")

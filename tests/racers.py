@@ -24,7 +24,7 @@ def main(mode: str, run: str, start_at: float, rounds: int, interval: float, out
         if mode == "django":
             wins.append(cache.add(key, "mine", 30))
         else:
-            wins.append(backend.add(backend.key(key), "mine", 30))
+            wins.append(bool(backend.add(backend.key(key), "mine", 30)))  # a fencing token when added
     with open(out, "w") as file:
         json.dump(wins, file)
 

@@ -545,3 +545,27 @@ def test_database_listing_is_case_sensitive(database_cache_on, prefix):
         assert theirs.owned()
     finally:
         theirs.release()
+
+
+@pytest.mark.parametrize("alias", ["default", "redis"])
+def test_redis_force_clear_wakes_a_blocked_waiter(redis_server, prefix, alias):
+    """A force-clear hands the lock to a waiter at once, as a release does (not at its next poll)."""
+    with override_settings(TASKLOCK={"CACHE": alias, "KEY_PREFIX": prefix}):
+        held = Lock("stuck", timeout=60)
+        assert held.acquire()
+        waiter = Lock("stuck", timeout=60)
+        got = []
+        thread = threading.Thread(target=lambda: got.append(waiter.acquire(blocking=True, wait=10)))
+        thread.start()
+        backend = get_backend()
+        mark = backend.key("stuck") + " waiting"
+        deadline = time.monotonic() + 5
+        while not backend.client.exists(mark):  # the waiter is about to block
+            assert time.monotonic() < deadline, "the waiter never marked the key"
+            time.sleep(0.001)
+        time.sleep(0.05)  # into its BLPOP, which lasts up to a second
+        cleared = time.monotonic()
+        assert force_clear("stuck", by="test", via="command")
+        thread.join(5)
+        assert got == [True] and time.monotonic() - cleared < 0.5
+        assert waiter.release()

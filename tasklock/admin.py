@@ -24,6 +24,7 @@ from django.utils.translation import ngettext
 
 from .changelist import HeldLockChangeList, HeldLockQuery
 from .clearing import force_clear
+from .exceptions import LockError
 from .models import HeldLock
 
 #: the most names the confirmation page lists; it says how many more there are
@@ -43,10 +44,10 @@ class HeldLockAdmin(admin.ModelAdmin):
     show_full_result_count = False
     actions = ["force_clear"]
 
-    @admin.display(description=_("acquired at"))
-    def acquired(self, held: HeldLock) -> str:
-        """To the second, in the current time zone: lock ages are short."""
-        return date_format(localtime(held.acquired_at), "Y-m-d H:i:s T")
+    @admin.display(description=_("acquired at"), empty_value="-")
+    def acquired(self, held: HeldLock) -> str | None:
+        """To the second, in the current time zone: lock ages are short. None for a foreign value."""
+        return None if held.acquired_at is None else date_format(localtime(held.acquired_at), "Y-m-d H:i:s T")
 
     def get_urls(self) -> list[Any]:
         """The changelist only: a held lock has no change, add, history or delete page."""
@@ -77,6 +78,16 @@ class HeldLockAdmin(admin.ModelAdmin):
 
     @admin.action(permissions=["delete"], description=_("Force-clear selected held locks"))
     def force_clear(self, request: HttpRequest, queryset: HeldLockQuery) -> HttpResponse | None:
+        """The confirmation page, or the clearing; a cache error is a message, and back to the list."""
+        try:
+            return self._force_clear(request, queryset)
+        except LockError as exc:
+            self.message_user(
+                request, _("Nothing more was cleared: %(error)s") % {"error": exc}, messages.ERROR
+            )
+            return None
+
+    def _force_clear(self, request: HttpRequest, queryset: HeldLockQuery) -> HttpResponse | None:
         if request.POST.get("post"):
             self._clear(request, queryset)
             return None

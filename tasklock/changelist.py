@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import InvalidPage
+from django.utils.translation import gettext as _
 
+from .exceptions import LockError
 from .inventory import HeldLockInfo, Inventory, containing
 from .models import HeldLock
 
@@ -86,6 +89,21 @@ class HeldLockChangeList(ChangeList):
         return self.root_queryset.search(self.query)
 
     def get_results(self, request: Any) -> None:
+        """The page of locks; when the cache fails, none, and the error as a message.
+
+        A POST (the force-clear action) reports its own errors, then redirects here."""
+        try:
+            self._get_results(request)
+        except LockError as exc:
+            if request.method != "POST":
+                error = _("The lock cache did not answer, so no locks are shown: %(error)s")
+                self.model_admin.message_user(request, error % {"error": exc}, messages.ERROR)
+            self.result_count, self.result_list, self.full_result_count = 0, [], None
+            self.show_full_result_count, self.show_admin_actions = False, True
+            self.can_show_all, self.multi_page = True, False
+            self.paginator = self.model_admin.get_paginator(request, [], self.list_per_page)
+
+    def _get_results(self, request: Any) -> None:
         query: HeldLockQuery = self.queryset
         if self.show_all:
             result_list = query.page(0, self.list_max_show_all)

@@ -4,6 +4,11 @@ Each backend's adapter finds the keys inside ``TASKLOCK["KEY_PREFIX"]`` (``SCAN`
 tasklock's index on memcached, a query on the database cache). Names are read from the keys
 where a key spells its name, so filtering a page needs no value reads; only the entries shown
 are read. Memory stays bounded by one batch plus the page, however many locks are held.
+
+A value tasklock did not write (an app's own ``cache.set`` inside the prefix, bytes that are
+not UTF-8) is a foreign holder: it blocks its lock like any holder, so it is listed, named
+from its key, with holder ``FOREIGN`` and no task or acquisition time. One under a hashed key
+cannot be named and is left out of listings (``find`` by name still sees it).
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ Matcher = Callable[[str], bool]
 
 #: entries completed (values read) at a time while listing everything
 READ_BATCH = 1000
+#: the holder shown for a value tasklock did not write
+FOREIGN = "(foreign value)"
+#: what a holder's fields may fail with when a foreign value decodes as a holder by chance
+BAD_FIELDS = (TypeError, ValueError, OverflowError, OSError)
 
 
 def glob(pattern: str) -> Matcher:
@@ -41,29 +50,37 @@ def containing(text: str) -> Matcher:
 
 @dataclass(frozen=True, slots=True)
 class HeldLockInfo:
-    """One held lock as an operator sees it."""
+    """One held lock as an operator sees it; a foreign holder has no acquisition time, and no
+    expiry where the server keeps no readable TTL."""
 
     name: str
     holder: str
     task_name: str | None
     task_id: str | None
-    acquired_at: datetime
-    expires_in: float
+    acquired_at: datetime | None
+    expires_in: float | None
 
     @classmethod
-    def from_stored(cls, stored: Stored, now: float) -> HeldLockInfo | None:
-        holder = Holder.decode(stored.value)
-        if holder is None:
+    def from_stored(cls, name: str, stored: Stored, now: float) -> HeldLockInfo | None:
+        """The entry for ``stored``, the key of lock ``name``; None when the key is absent."""
+        if stored.value is None:
             return None
-        expires_in = stored.ttl if stored.ttl is not None else holder.expires_at - now
-        return cls(
-            holder.name,
-            holder.holder,
-            holder.task_name,
-            holder.task_id,
-            datetime.fromtimestamp(holder.acquired_at, tz=UTC),
-            round(max(expires_in, 0.0), 3),
-        )
+        holder = Holder.decode(stored.value)
+        if holder is not None:
+            try:
+                expires_in = stored.ttl if stored.ttl is not None else holder.expires_at - now
+                return cls(
+                    holder.name,
+                    holder.holder,
+                    holder.task_name,
+                    holder.task_id,
+                    datetime.fromtimestamp(holder.acquired_at, tz=UTC),
+                    round(max(expires_in, 0.0), 3),
+                )
+            except BAD_FIELDS:
+                pass
+        ttl = None if stored.ttl is None else round(max(stored.ttl, 0.0), 3)
+        return cls(name, FOREIGN, None, None, None, ttl)
 
     def as_json(self) -> dict[str, Any]:
         """The ``locks list --json`` object: exactly these keys."""
@@ -72,7 +89,7 @@ class HeldLockInfo:
             "holder": self.holder,
             "task_name": self.task_name,
             "task_id": self.task_id,
-            "acquired_at": self.acquired_at.isoformat(),
+            "acquired_at": None if self.acquired_at is None else self.acquired_at.isoformat(),
             "expires_in": self.expires_in,
         }
 
@@ -102,7 +119,10 @@ class Inventory:
         return lambda key: key[len(start) :] if not key.startswith(hashed) else None
 
     def _named(self) -> Iterator[tuple[str, Stored]]:
-        """``(name, stored)`` for every key inside the prefix; values read only when needed."""
+        """``(name, stored)`` for every key inside the prefix; values read only when needed.
+
+        A hashed key names its lock only in a holder's value: one with a foreign value is left out.
+        """
         name_in = self._namer()
         for batch in self.backend.scan():
             unread = [s.key for s in batch if s.value is None and name_in(s.key) is None]
@@ -117,21 +137,21 @@ class Inventory:
                     name = holder.name
                 yield name, stored
 
-    def _complete(self, found: list[Stored]) -> list[HeldLockInfo]:
+    def _complete(self, found: list[tuple[str, Stored]]) -> list[HeldLockInfo]:
         """Entries for ``found``, reading the values not read yet; locks gone meanwhile left out."""
-        unread = [s.key for s in found if s.value is None]
+        unread = [s.key for _, s in found if s.value is None]
         fresh = {s.key: s for s in self.backend.read(unread)} if unread else {}
         now = time.time()
-        entries = (HeldLockInfo.from_stored(fresh.get(s.key, s), now) for s in found)
+        entries = (HeldLockInfo.from_stored(name, fresh.get(s.key, s), now) for name, s in found)
         return [entry for entry in entries if entry is not None]
 
     def each(self, matches: Matcher | None = None) -> Iterator[HeldLockInfo]:
         """Every held lock whose name ``matches``, in scan order, read a batch at a time."""
         with cache_errors(self.backend, self.alias, "listing locks"):
-            found: list[Stored] = []
+            found: list[tuple[str, Stored]] = []
             for name, stored in self._named():
                 if matches is None or matches(name):
-                    found.append(stored)
+                    found.append((name, stored))
                 if len(found) >= READ_BATCH:
                     yield from self._complete(found)
                     found = []
@@ -145,16 +165,16 @@ class Inventory:
         """How many held locks match, and the ``limit`` of them from ``offset``, in scan order."""
         with cache_errors(self.backend, self.alias, "listing locks"):
             count = 0
-            picked: list[Stored] = []
+            picked: list[tuple[str, Stored]] = []
             for name, stored in self._named():
                 if matches is None or matches(name):
                     if offset <= count < offset + limit:
-                        picked.append(stored)
+                        picked.append((name, stored))
                     count += 1
             return count, self._complete(picked)
 
     def find(self, names: Iterable[str]) -> list[HeldLockInfo]:
         """The held locks among ``names``, in their order."""
-        keys = [self.backend.key(name) for name in dict.fromkeys(names)]
+        found = [(name, Stored(self.backend.key(name))) for name in dict.fromkeys(names)]
         with cache_errors(self.backend, self.alias, "reading locks"):
-            return self._complete([Stored(key) for key in keys])
+            return self._complete(found)

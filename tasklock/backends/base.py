@@ -120,6 +120,17 @@ class LockBackend(ABC):
             self.free_queued(queue_key, task_id)
         return token
 
+    def add_or_get(self, key: str, value: str, timeout: float) -> str | None:
+        """Store ``value`` if ``key`` is absent and return None; else the value stored there.
+        (A queue lock: no fencing token, it guards no body.)"""
+        for _ in range(CLAIM_TRIES):
+            if self.add(key, value, timeout):
+                return None
+            stored = self.get(key)
+            if stored is not None:
+                return stored
+        raise LockError(f"{key!r} changed hands {CLAIM_TRIES} times while being taken; try again")
+
     def free_queued(self, key: str, task_id: str) -> bool:
         """Delete ``key`` only if it is the queue lock of task ``task_id``."""
         stored = self.get(key)

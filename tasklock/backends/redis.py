@@ -51,6 +51,18 @@ if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 en
     + b"return token",
 )
 
+#: store ARGV[1] for ARGV[2] ms if KEYS[1] is absent (nil), else return what is there: a
+#: publish's queue lock, or the duplicate's answer, in one round trip
+_ADD_OR_GET = Script(
+    None,  # type: ignore[arg-type]  # registered on no client: every call names the cache's
+    b"""
+local stored = redis.call('get', KEYS[1])
+if stored then return stored end
+redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+""",
+)
+
 #: whether the value ``stored`` is the queue lock of task ARGV[3] (the holder JSON's task_id
 #: and state, compared inside the script)
 _QUEUED_BY = b"""
@@ -194,6 +206,9 @@ class RedisBackend(LockBackend):
     def hand_over(self, key: str, value: str, timeout: float, queue_key: str, task_id: str) -> int:
         keys = (key, self._fence, queue_key)
         return _HAND_OVER(keys, (value, milliseconds(timeout), task_id), client=self.client)
+
+    def add_or_get(self, key: str, value: str, timeout: float) -> str | None:
+        return text(_ADD_OR_GET((key,), (value, milliseconds(timeout)), client=self.client))
 
     def get(self, key: str) -> str | None:
         return text(self.client.get(key))

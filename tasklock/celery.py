@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from celery import Task, shared_task
+from celery.exceptions import Ignore
 from celery.result import AsyncResult
 from celery.utils import uuid
 from celery.utils.time import maybe_make_aware
@@ -20,6 +21,7 @@ from celery.utils.time import maybe_make_aware
 from .conf import conf
 from .decorators import held_lock, lock_name_of_call, spec_of
 from .exceptions import DuplicateTask, LockError, shown
+from .lock import Lock
 from .unique import UNTIL_EXECUTED, WHILE_EXECUTING, QueueLock, queue_name
 
 logger = logging.getLogger("tasklock")
@@ -118,6 +120,26 @@ class UniqueTask(Task):
         the lock's timeout, so no duplicate is queued across the retry."""
         self._requeue_for_retry(eta, countdown, max_retries)
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+
+    def _requeue_for_autoretry(self, held: Lock, exc: BaseException) -> bool:
+        """For ``until_executed`` with ``autoretry_for``: Celery retries after the body has
+        ended, so the body's end turns its lock into the retry's queue lock when ``exc`` will
+        be retried (living the longest countdown the retry can get, plus the lock's timeout)."""
+        retried_for = tuple(getattr(self, "autoretry_for", ()) or ())
+        not_for = (Ignore, *tuple(getattr(self, "dont_autoretry_for", ()) or ()))
+        if not retried_for or not isinstance(exc, retried_for) or isinstance(exc, not_for):
+            return False
+        retry_kwargs = dict(getattr(self, "retry_kwargs", None) or {})
+        limit = retry_kwargs.get("max_retries", self.max_retries)
+        if limit is not None and self.request.retries + 1 > limit:
+            return False
+        if getattr(self, "retry_backoff", False):
+            waits = float(getattr(self, "retry_backoff_max", 600))
+        else:
+            countdown = retry_kwargs.get("countdown")
+            eta = retry_kwargs.get("eta")
+            waits = self._waits(self.default_retry_delay if countdown is None and not eta else countdown, eta)
+        return held.requeue(held.timeout + waits)
 
     def _requeue_for_retry(self, eta: Any, countdown: float | None, max_retries: int | None) -> None:
         request = self.request

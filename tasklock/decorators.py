@@ -214,6 +214,10 @@ def task_lock(
             except Retry:
                 retried = True
                 raise
+            except BaseException as exc:  # autoretry_for retries after the body: requeue now
+                requeue = getattr(task, "_requeue_for_autoretry", None) if unique == UNTIL_EXECUTED else None
+                retried = bool(task_id) and requeue is not None and requeue(held, exc)
+                raise
             finally:
                 _holding.reset(holding)
                 if not (retried and held.queued):  # requeued for its retry: the retry claims it

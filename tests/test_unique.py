@@ -72,19 +72,20 @@ def test_on_duplicate_raise_names_the_queued_task(idle_queue):
     assert broker().llen(idle_queue) == 1
 
 
-def test_until_executed_keeps_its_lock_across_a_retry_with_countdown():
+@pytest.mark.parametrize("task", [unique_tasks.retry_once, unique_tasks.autoretry_once])
+def test_until_executed_keeps_its_lock_across_a_retry_with_countdown(task):
     item, run_id = uuid.uuid4().hex, uuid.uuid4().hex
-    name = f"{unique_tasks.retry_once.name}:{item}"
-    first = unique_tasks.retry_once.delay(item, run_id, 2)
+    name = f"{task.name}:{item}"
+    first = task.delay(item, run_id, 2)
     wait_until(lambda: any(e[0] == "attempt 0" for e in events(run_id)), 30)
     # during the countdown: the lock is the retry's queue lock, and a duplicate is refused
     wait_until(lambda: getattr(holder_of(name), "state", None) == "queued", 5)
     assert holder_of(name).task_id == first.id
-    assert unique_tasks.retry_once.delay(item, run_id, 2).id == first.id
+    assert task.delay(item, run_id, 2).id == first.id
     assert first.get(timeout=30) == "done"
     assert [e[0] for e in events(run_id)] == ["attempt 0", "attempt 1"]
     wait_until(lambda: holder_of(name) is None, 5)  # gone after the last attempt
-    assert unique_tasks.retry_once.delay(item, run_id, 0).id != first.id
+    assert task.delay(item, run_id, 0).id != first.id
 
 
 def test_until_executing_accepts_a_duplicate_once_the_body_started():

@@ -72,3 +72,15 @@ def rebuild_both(self, item: str, run_id: str, hold: float) -> str:
 @app.task
 def joined(results: list[str]) -> str:
     return "|".join(results)
+
+
+@app.task(
+    base=UniqueTask, bind=True, max_retries=3, autoretry_for=(ConnectionError,), retry_kwargs={"countdown": 2}
+)
+@task_lock(key="item", timeout=30, unique="until_executed")
+def autoretry_once(self, item: str, run_id: str, countdown: float = 2) -> str:
+    """Fails with an autoretried error on its first attempt (Celery retries after the body)."""
+    note(run_id, f"attempt {self.request.retries}", self.request.id)
+    if self.request.retries == 0:
+        raise ConnectionError("first attempt")
+    return "done"

@@ -207,10 +207,11 @@ def time_limit_warnings(app: Celery) -> list[CheckMessage]:
     return found
 
 
-def _task_modules_problem(app: Celery, check_id: str, why: str) -> list[CheckMessage] | None:
+def _task_modules_problem(app: Celery, check_id: str | None, why: str = "") -> list[CheckMessage] | None:
     """Import the task modules as a worker would (``manage.py check`` alone imports none of
-    them); a warning if that fails, [] inside the check run Celery's Django fixup starts from
-    that import, None when the tasks are there to check."""
+    them); None when the tasks are there to check. Else what to report instead: a warning
+    ``check_id`` if the import fails (W003 reports it; the other task checks pass None and
+    stay silent), [] inside the check run that Celery's Django fixup starts from that import."""
     if _importing_tasks.get():
         return []  # the outer call reports
     importing = _importing_tasks.set(True)
@@ -218,6 +219,8 @@ def _task_modules_problem(app: Celery, check_id: str, why: str) -> list[CheckMes
         # `include`/`imports` and autodiscover_tasks()
         app.loader.import_default_modules()
     except Exception as exc:  # whatever a task module raises on import: report it, do not crash
+        if check_id is None:
+            return []
         return [
             Warning(
                 f"tasklock could not import the Celery task modules to {why}: {exc!r}.",
@@ -263,7 +266,7 @@ def unique_base_errors(app: Celery) -> list[CheckMessage]:
 def check_unique_tasks(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """tasklock.E004, after importing the task modules as a worker would."""
     app = current_app._get_current_object()
-    problem = _task_modules_problem(app, "tasklock.E004", "check their unique= locks")
+    problem = _task_modules_problem(app, None)
     return unique_base_errors(app) if problem is None else problem
 
 
@@ -309,7 +312,7 @@ def visibility_timeout_warnings(app: Celery) -> list[CheckMessage]:
 def check_visibility_timeout(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """tasklock.W008 (deploy), after importing the task modules as a worker would."""
     app = current_app._get_current_object()
-    problem = _task_modules_problem(app, "tasklock.W008", "compare countdowns with visibility_timeout")
+    problem = _task_modules_problem(app, None)
     return visibility_timeout_warnings(app) if problem is None else problem
 
 

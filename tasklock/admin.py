@@ -35,7 +35,7 @@ LOG_BATCH = 500
 
 @admin.register(HeldLock)
 class HeldLockAdmin(admin.ModelAdmin):
-    list_display = ("name", "holder", "task_name", "task_id", "acquired", "expires_in")
+    list_display = ("name", "state", "holder", "task_name", "task_id", "acquired", "expires_in")
     list_display_links = None
     search_fields = ("name",)
     search_help_text = _("Part of a lock name, in any case.")

@@ -14,5 +14,7 @@ class TaskLockConfig(AppConfig):
         register(checks.check_settings, "tasklock")
         register(checks.check_lock_cache, Tags.caches, "tasklock")
         register(checks.check_time_limits, "tasklock")
+        register(checks.check_unique_tasks, "tasklock")
+        register(checks.check_visibility_timeout, "tasklock", deploy=True)
         register(checks.check_eviction_policy, Tags.caches, "tasklock", deploy=True)
         register(checks.check_ignore_exceptions, Tags.caches, "tasklock", deploy=True)

@@ -22,6 +22,8 @@ from .conf import DEFAULTS, FAMILIES, conf, problems
 from .decorators import LockSpec
 
 DJANGO_REDIS = "django_redis.cache.RedisCache"
+#: kombu's Redis transport redelivers an unacknowledged message after this many seconds
+DEFAULT_VISIBILITY_TIMEOUT = 3600
 
 #: True while check_time_limits imports the task modules: Celery's Django fixup runs the
 #: system checks again from inside that import, and this check must not recurse into it
@@ -205,28 +207,113 @@ def time_limit_warnings(app: Celery) -> list[CheckMessage]:
     return found
 
 
-def check_time_limits(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """tasklock.W003, after importing the task modules as a worker would."""
+def _task_modules_problem(app: Celery, check_id: str | None, why: str = "") -> list[CheckMessage] | None:
+    """Import the task modules as a worker would (``manage.py check`` alone imports none of
+    them); None when the tasks are there to check. Else what to report instead: a warning
+    ``check_id`` if the import fails (W003 reports it; the other task checks pass None and
+    stay silent), [] inside the check run that Celery's Django fixup starts from that import."""
     if _importing_tasks.get():
         return []  # the outer call reports
-    app = current_app._get_current_object()
     importing = _importing_tasks.set(True)
     try:
-        # `include`/`imports` and autodiscover_tasks(): `manage.py check` alone imports none of them
+        # `include`/`imports` and autodiscover_tasks()
         app.loader.import_default_modules()
     except Exception as exc:  # whatever a task module raises on import: report it, do not crash
+        if check_id is None:
+            return []
         return [
             Warning(
-                f"tasklock could not import the Celery task modules to compare time limits with lock "
-                f"timeouts: {exc!r}.",
+                f"tasklock could not import the Celery task modules to {why}: {exc!r}.",
                 hint="Fix the import error; the worker will hit it too.",
                 obj=app.main,
-                id="tasklock.W003",
+                id=check_id,
             )
         ]
     finally:
         _importing_tasks.reset(importing)
-    return time_limit_warnings(app)
+    return None
+
+
+def check_time_limits(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """tasklock.W003, after importing the task modules as a worker would."""
+    app = current_app._get_current_object()
+    problem = _task_modules_problem(app, "tasklock.W003", "compare time limits with lock timeouts")
+    return time_limit_warnings(app) if problem is None else problem
+
+
+def unique_base_errors(app: Celery) -> list[CheckMessage]:
+    """tasklock.E004 for each task whose ``task_lock(unique=...)`` needs ``UniqueTask``."""
+    from .celery import UniqueTask
+
+    found: list[CheckMessage] = []
+    for name, task in sorted(app.tasks.items()):
+        spec = getattr(task.run, "tasklock", None)
+        unique = getattr(spec, "unique", "while_executing")
+        if isinstance(spec, LockSpec) and unique != "while_executing" and not isinstance(task, UniqueTask):
+            found.append(
+                Error(
+                    f'{name} has task_lock(unique="{spec.unique}") but its base is not '
+                    "tasklock.celery.UniqueTask: nothing would take its queue lock at publish time.",
+                    hint="Declare it with @app.task(base=UniqueTask, ...) "
+                    "(from tasklock.celery import UniqueTask), or drop unique=.",
+                    obj=name,
+                    id="tasklock.E004",
+                )
+            )
+    return found
+
+
+def check_unique_tasks(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """tasklock.E004, after importing the task modules as a worker would."""
+    app = current_app._get_current_object()
+    problem = _task_modules_problem(app, None)
+    return unique_base_errors(app) if problem is None else problem
+
+
+def visibility_timeout_warnings(app: Celery) -> list[CheckMessage]:
+    """tasklock.W008 for each locked task whose retry countdown or ``acks_late`` run can outlast
+    the Redis broker's ``visibility_timeout`` (the message is then delivered again)."""
+    from .decorators import RETRY_JITTER
+
+    broker = str(app.conf.broker_url or "")
+    if not broker.startswith(("redis://", "rediss://", "redis+socket://", "sentinel://")):
+        return []
+    options = app.conf.broker_transport_options or {}
+    visibility = float(options.get("visibility_timeout", DEFAULT_VISIBILITY_TIMEOUT))
+    found: list[CheckMessage] = []
+    for name, task in sorted(app.tasks.items()):
+        spec = getattr(task.run, "tasklock", None)
+        if not isinstance(spec, LockSpec):
+            continue
+        reasons = []
+        countdown = spec.countdown if spec.countdown is not None else task.default_retry_delay
+        if countdown is not None and countdown * (1 + RETRY_JITTER) > visibility:
+            reasons.append(f"its retry countdown of up to {countdown * (1 + RETRY_JITTER):g} s")
+        acks_late = task.acks_late if task.acks_late is not None else app.conf.task_acks_late
+        limit = task.time_limit if task.time_limit is not None else app.conf.task_time_limit
+        if acks_late and (limit is None or limit > visibility):
+            run = "no time limit" if limit is None else f"a time limit of {limit:g} s"
+            reasons.append(f"its acks_late run ({run})")
+        if reasons:
+            found.append(
+                Warning(
+                    f"{name}: {' and '.join(reasons)} can outlast the Redis broker's visibility_timeout "
+                    f"of {visibility:g} s; the broker then delivers the message again and copies with "
+                    "the same task id run at once (the lock keeps them apart; the copies are retried).",
+                    hint="Raise broker_transport_options['visibility_timeout'] above the longest "
+                    "countdown, ETA or acks_late run, or shorten those.",
+                    obj=name,
+                    id="tasklock.W008",
+                )
+            )
+    return found
+
+
+def check_visibility_timeout(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """tasklock.W008 (deploy), after importing the task modules as a worker would."""
+    app = current_app._get_current_object()
+    problem = _task_modules_problem(app, None)
+    return visibility_timeout_warnings(app) if problem is None else problem
 
 
 def check_eviction_policy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:

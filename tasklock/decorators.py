@@ -13,12 +13,26 @@ from dataclasses import dataclass
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from celery import Task
+from celery.exceptions import Retry
 
 from .exceptions import LockNotAcquired, shown
 from .keys import KeySpec, NameBuilder
 from .lock import MIN_RENEWED_TIMEOUT, Lock, seconds
 from .signals import lock_contended
 from .taskbody import MAX_UNWRAP, TaskBody
+from .unique import (
+    MODES,
+    ON_DUPLICATE,
+    UNTIL_AND_WHILE_EXECUTING,
+    UNTIL_EXECUTED,
+    UNTIL_EXECUTING,
+    WHILE_EXECUTING,
+    Mode,
+    OnDuplicate,
+    free_queued,
+    queue_name,
+    require_unique_base,
+)
 
 logger = logging.getLogger("tasklock")
 
@@ -46,6 +60,8 @@ class LockSpec:
     wait: float | None
     cache: str | None
     renew: bool = True
+    unique: Mode = WHILE_EXECUTING
+    on_duplicate: OnDuplicate = "existing"
 
 
 def held_lock() -> Lock | None:
@@ -72,17 +88,29 @@ def _not_retried(task: Task, running: bool) -> str:
     return f"{task.name} was called directly, not by a worker, so nothing can retry it later"
 
 
-def lock_name_of_call(task: Task, args: tuple, kwargs: dict) -> tuple[str, str | None] | None:
-    """The lock name and cache alias that ``task`` called with ``args``/``kwargs`` (as its
-    request carries them, without ``self``) locks; None if it has no ``task_lock``."""
+def _locked_run(task: Task) -> Any:
+    """The ``task_lock`` wrapper that is ``task``'s body, or None."""
     run = getattr(type(task), "run", None)
     for _ in range(MAX_UNWRAP):  # through autoretry_for and other wrappers, as TaskBody does
         if run is None or isinstance(getattr(run, "tasklock", None), LockSpec):
             break
         run = getattr(run, "__wrapped__", None)
-    spec = getattr(run, "tasklock", None)
-    if not isinstance(spec, LockSpec):
+    return run if isinstance(getattr(run, "tasklock", None), LockSpec) else None
+
+
+def spec_of(task: Task) -> LockSpec | None:
+    """The ``task_lock`` spec of ``task``'s body, or None."""
+    run = _locked_run(task)
+    return None if run is None else run.tasklock
+
+
+def lock_name_of_call(task: Task, args: tuple, kwargs: dict) -> tuple[str, str | None] | None:
+    """The (run) lock name and cache alias that ``task`` called with ``args``/``kwargs`` (as its
+    request carries them, without ``self``) locks; None if it has no ``task_lock``."""
+    run = _locked_run(task)
+    if run is None:
         return None
+    spec = run.tasklock
     bound = not isinstance(inspect.getattr_static(type(task), "run"), staticmethod)
     return run.tasklock_name(task, (task, *args) if bound else args, kwargs, bound), spec.cache  # type: ignore[union-attr]
 
@@ -96,6 +124,8 @@ def task_lock(
     wait: float | None = None,
     cache: str | None = None,
     renew: bool = True,
+    unique: Mode = WHILE_EXECUTING,
+    on_duplicate: OnDuplicate = "existing",
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Hold a lock named from the task and its arguments while the body runs.
 
@@ -106,7 +136,16 @@ def task_lock(
     (``task(...)``, ``run()``, ``apply()``) cannot be retried later: ``retry`` raises
     ``LockNotAcquired`` there. ``retry`` on a plain function raises ``TypeError`` at its
     first call (at decoration the function is not a task yet: ``@app.task`` comes after).
+
+    ``unique`` (with ``base=tasklock.celery.UniqueTask``) also locks at publish time:
+    ``until_executing``, ``until_executed``, ``until_and_while_executing``; a duplicate
+    publish returns the existing task's result (``on_duplicate="existing"``) or raises
+    ``DuplicateTask``.
     """
+    if unique not in MODES:
+        raise ValueError(f"task_lock unique must be one of {MODES}, got {unique!r}")
+    if on_duplicate not in ON_DUPLICATE:
+        raise ValueError(f"task_lock on_duplicate must be one of {ON_DUPLICATE}, got {on_duplicate!r}")
     if on_locked is not None and on_locked not in POLICIES:
         raise ValueError(f"task_lock on_locked must be one of {POLICIES} or None, got {on_locked!r}")
     if wait is not None and on_locked != "wait":
@@ -119,6 +158,8 @@ def task_lock(
         wait=_non_negative(wait, "wait"),
         cache=cache,
         renew=renew,
+        unique=unique,
+        on_duplicate=on_duplicate,
     )
     if not isinstance(renew, bool):
         raise ValueError(f"task_lock renew must be True or False, got {renew!r}")
@@ -154,27 +195,54 @@ def task_lock(
                     "plain function (no Celery task has it as its body); use @app.task above "
                     "@task_lock, or another policy"
                 )
+            if unique != WHILE_EXECUTING:
+                require_unique_base(task, unique, fn.__qualname__)
             bound = task is not None and bool(args) and args[0] is task
-            held = Lock(lock_name(task, args, kwargs, bound), spec.timeout, cache, renew=spec.renew)
-            if on_locked == "wait":
-                limit = held.timeout if spec.wait is None else spec.wait
-                acquired = held.acquire(blocking=True, wait=limit)
-            else:
-                acquired = held.acquire()
-            if not acquired:
+            name = lock_name(task, args, kwargs, bound)
+            task_id = task.request.id if running and task is not None else None
+            if unique == UNTIL_EXECUTING:
+                if task_id:  # the queue lock goes as the body starts; the body runs unlocked
+                    free_queued(name, cache, task_id)
+                return fn(*args, **kwargs)
+            held = Lock(name, spec.timeout, cache, renew=spec.renew)
+            if not _take(held, task_id):
                 return _contended(held.name, task, running)
             holding = _holding.set(held)
+            retried = False
             try:
                 return fn(*args, **kwargs)
+            except Retry:
+                retried = True
+                raise
+            except BaseException as exc:  # autoretry_for retries after the body: requeue now
+                requeue = getattr(task, "_requeue_for_autoretry", None) if unique == UNTIL_EXECUTED else None
+                retried = bool(task_id) and requeue is not None and requeue(held, exc)
+                raise
             finally:
                 _holding.reset(holding)
-                held.release_quietly()
+                if not (retried and held.queued):  # requeued for its retry: the retry claims it
+                    held.release_quietly()
 
         body = TaskBody(wrapper)
         wrapper.__signature__ = signature  # type: ignore[attr-defined]
         wrapper.tasklock = spec  # type: ignore[attr-defined]
         wrapper.tasklock_name = lock_name  # type: ignore[attr-defined]
         return wrapper
+
+    def _take(held: Lock, task_id: str | None) -> bool:
+        """Take the run lock: a unique task's start converts its own queue lock."""
+        queue = queue_name(held.name, unique)
+        tried = bool(task_id) and unique != WHILE_EXECUTING
+        own = task_id or ""
+        if tried and (held.claim(own) if unique == UNTIL_EXECUTED else held.hand_over(queue, own)):
+            return True
+        if on_locked == "wait":
+            limit = held.timeout if spec.wait is None else spec.wait
+            acquired = held.acquire(blocking=True, wait=limit)
+            if acquired and tried and unique == UNTIL_AND_WHILE_EXECUTING:
+                free_queued(queue, cache, own)
+            return acquired
+        return not tried and held.acquire()
 
     def _contended(name: str, task: Task | None, running: bool) -> Any:
         worker = running and task is not None and _run_by_worker(task)

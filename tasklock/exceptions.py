@@ -17,3 +17,15 @@ def shown(name: str) -> str:
     if len(name) <= SHOWN_CHARS:
         return repr(name)
     return f"{name[:SHOWN_CHARS]!r}…({len(name)} chars)"
+
+
+class DuplicateTask(LockNotAcquired):
+    """An enqueue-time unique task is already queued or running; ``task_id`` is its id (None
+    when the lock's holder is no task, e.g. a ``Lock`` taken by a script)."""
+
+    def __init__(self, message: str, task_id: str | None = None) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+
+    def __reduce__(self) -> tuple[type, tuple[str, str | None]]:
+        return type(self), (str(self), self.task_id)

@@ -24,7 +24,7 @@ from typing import Any
 from .backends import get_backend
 from .backends.base import LockBackend, Stored
 from .conf import conf
-from .holder import Holder
+from .holder import QUEUED, RUNNING, Holder
 from .keys import HASH_MARK
 
 Matcher = Callable[[str], bool]
@@ -59,6 +59,8 @@ class HeldLockInfo:
     task_id: str | None
     acquired_at: datetime | None
     expires_in: float | None
+    #: ``"running"``, or ``"queued"`` for an enqueue-time lock whose task waits in the queue
+    state: str = RUNNING
 
     @classmethod
     def from_stored(cls, name: str, stored: Stored, now: float) -> HeldLockInfo | None:
@@ -76,6 +78,7 @@ class HeldLockInfo:
                     holder.task_id,
                     datetime.fromtimestamp(holder.acquired_at, tz=UTC),
                     round(max(expires_in, 0.0), 3),
+                    holder.state if holder.state in (RUNNING, QUEUED) else RUNNING,
                 )
             except BAD_FIELDS:
                 pass
@@ -91,6 +94,7 @@ class HeldLockInfo:
             "task_id": self.task_id,
             "acquired_at": None if self.acquired_at is None else self.acquired_at.isoformat(),
             "expires_in": self.expires_in,
+            "state": self.state,
         }
 
 

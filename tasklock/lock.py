@@ -20,7 +20,7 @@ from .backends import get_backend
 from .backends.base import LockBackend
 from .conf import conf, timeout_problem
 from .exceptions import LockError, LockNotAcquired, shown
-from .holder import Holder
+from .holder import QUEUED, Holder
 from .renewer import renewer
 from .signals import lock_acquired, lock_lost, lock_released
 
@@ -158,20 +158,74 @@ class Lock:
             except backend.errors as exc:
                 raise self._failed(backend, "add", exc) from exc
             if added:
-                self._value = value
-                self._acquired_at, self._deadline = attempt, attempt + self.timeout
-                self.fencing_token = added if backend.fences else None
-                self.lost = False
-                if self.renew:
-                    renewer().watch(self, attempt + self.timeout / 3)
-                if lock_acquired.receivers:
-                    lock_acquired.send(sender=Lock, lock=self, waited=time.monotonic() - started)
+                self._took(backend, value, added, attempt, started)
                 return True
             remaining = give_up - time.monotonic()
             if not blocking or remaining <= 0:
                 return False
             self._call(backend, "wait", self._key, remaining, pause * random.uniform(0.5, 1))
             pause = min(pause * 2, backend.max_poll)
+
+    def _took(self, backend: LockBackend, value: str, added: int, attempt: float, started: float) -> None:
+        """Record a won acquisition: the value written, deadline, fencing token, renewal."""
+        self._value = value
+        self._acquired_at, self._deadline = attempt, attempt + self.timeout
+        self.fencing_token = added if backend.fences else None
+        self.lost = False
+        if self.renew:
+            renewer().watch(self, attempt + self.timeout / 3)
+        if lock_acquired.receivers:
+            lock_acquired.send(sender=Lock, lock=self, waited=time.monotonic() - started)
+
+    def _take_for(self, task_id: str, operation: str, *extra: str) -> bool:
+        """One try of ``claim`` or ``hand_over`` for the running task ``task_id``."""
+        if self._deadline > time.monotonic():
+            raise LockError(f"{self!r} is already held by this Lock; locks are not re-entrant")
+        started = time.monotonic()
+        task_name, _ = _running_task()
+        backend = self._here()
+        value = Holder.encode_here(self.token, self.name, time.time(), self.timeout, task_name, task_id)
+        added = self._call(backend, operation, self._key, value, self.timeout, *extra, task_id)
+        if added:
+            self._took(backend, value, added, started, started)
+        return bool(added)
+
+    def claim(self, task_id: str) -> bool:
+        """Take the lock if it is free, or if it is the queue lock of task ``task_id``, which
+        becomes this holder's lock in one atomic step (only while it still names that id)."""
+        return self._take_for(task_id, "claim")
+
+    def hand_over(self, queue_name: str, task_id: str) -> bool:
+        """Take the lock (one try), then free lock ``queue_name`` if it is the queue lock of task
+        ``task_id``: one atomic step on Redis; elsewhere the run lock is taken first."""
+        return self._take_for(task_id, "hand_over", self._here().key(queue_name))
+
+    @property
+    def queued(self) -> bool:
+        """This Lock holds a queue lock (after ``requeue``; local, no I/O)."""
+        holder = self.holder
+        return holder is not None and holder.state == QUEUED
+
+    def requeue(self, timeout: float) -> bool:
+        """Turn this held lock into the queue lock of its task, living ``timeout`` seconds, for
+        the task's own retry to claim (owner-checked). It is no longer renewed; ``release()``
+        still removes it. False if the lock was no longer this holder's."""
+        timeout = seconds(timeout, "requeue timeout")
+        if self.renew:
+            renewer().forget(self)
+        with self._extending:
+            holder = self.holder
+            if holder is None:
+                return False
+            value = Holder.here(
+                self.token, self.name, time.time(), timeout, holder.task_name, holder.task_id, QUEUED
+            ).encode()
+            attempt = time.monotonic()
+            if self._call(self._here(), "replace_if", self._key, self._value, value, timeout):
+                self._value, self._deadline = value, attempt + timeout
+                return True
+            self._value, self._deadline = None, 0.0
+            return False
 
     def release(self) -> bool:
         """Remove this holder's own lock; False if it had expired, was cleared or taken."""

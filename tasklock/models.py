@@ -22,6 +22,7 @@ class HeldLock(models.Model):
     task_id = models.TextField(_("task id"), null=True)  # noqa: DJ001
     acquired_at = models.DateTimeField(_("acquired at"))
     expires_in = models.FloatField(_("expires in (s)"))
+    state = models.TextField(_("state"), help_text=_("running, or queued: the task waits in the queue"))
 
     class Meta:
         managed = False
@@ -41,4 +42,5 @@ class HeldLock(models.Model):
             task_id=info.task_id,
             acquired_at=info.acquired_at,
             expires_in=info.expires_in,
+            state=info.state,
         )

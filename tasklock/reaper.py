@@ -24,10 +24,11 @@ from .backends import get_backend
 from .backends.base import LockBackend, Stored
 from .conf import conf
 from .decorators import lock_name_of_call
-from .holder import Holder
+from .holder import QUEUED, Holder
 from .lock import Lock
 from .processes import is_gone, rebooted_since, same_process_space, wait_gone
 from .signals import lock_reaped
+from .unique import on_task_revoked as free_revoked_queue_lock
 from .watcher import ChildWatcher, supported
 
 logger = logging.getLogger("tasklock")
@@ -60,8 +61,8 @@ def reap_task(task: Any, task_id: str, args: Iterable[Any], kwargs: dict[str, An
     key = backend.key(name)
     value = backend.get(key)
     holder = Holder.decode(value)
-    if value is None or holder is None or holder.task_id != task_id:
-        return False
+    if value is None or holder is None or holder.task_id != task_id or holder.state == QUEUED:
+        return False  # a queue lock waits for a message on the broker, not for a process
     if not same_process_space(holder.host, holder.machine) or not wait_gone(holder.pid, GONE_WITHIN):
         return False
     return _free(backend, key, value, holder, reason)
@@ -81,8 +82,8 @@ def _reap_in_background(task: Any, task_id: str, args: Any, kwargs: Any, reason:
 
 def _dead(stored: Stored) -> Holder | None:
     holder = Holder.decode(stored.value)
-    if holder is None:
-        return None
+    if holder is None or holder.state == QUEUED:
+        return None  # a queue lock's holder is its publisher, which may well have exited
     if rebooted_since(holder.host, holder.machine):
         return holder
     if same_process_space(holder.host, holder.machine) and is_gone(holder.pid):
@@ -165,4 +166,7 @@ def connect() -> None:
     """Listen to the worker's signals (they fire in the worker's main process)."""
     celery_signals.task_failure.connect(on_task_failure, weak=False, dispatch_uid="tasklock.reaper.failure")
     celery_signals.task_revoked.connect(on_task_revoked, weak=False, dispatch_uid="tasklock.reaper.revoked")
+    celery_signals.task_revoked.connect(
+        free_revoked_queue_lock, weak=False, dispatch_uid="tasklock.unique.revoked"
+    )
     celery_signals.worker_ready.connect(on_worker_ready, weak=False, dispatch_uid="tasklock.reaper.ready")

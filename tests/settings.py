@@ -131,6 +131,8 @@ _redis = os.environ["TASKLOCK_TEST_REDIS"]
 CELERY_BROKER_URL = f"redis://{_redis}/1"
 CELERY_RESULT_BACKEND = f"redis://{_redis}/2"
 CELERY_TASK_DEFAULT_QUEUE = "tasklock-tests"
+#: issue 11: a queue no worker consumes, where tests count the messages published
+CELERY_TASK_ROUTES = {"tests.unique_tasks.idle_*": {"queue": "tasklock-unique-idle"}}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 

@@ -10,10 +10,19 @@ from typing import Any, ClassVar, NamedTuple
 
 from ..conf import conf
 from ..exceptions import LockError
+from ..holder import QUEUED, Holder
 from ..keys import cache_key
 
 #: how many tries a force-clear makes while the holder keeps rewriting its value
 CLEAR_TRIES = 5
+#: how many times ``claim`` tries again when the lock changed between its add and its read
+CLAIM_TRIES = 5
+
+
+def queued_by(stored: str | None, task_id: str) -> bool:
+    """Whether ``stored`` is the queue lock of task ``task_id`` (its task has not started)."""
+    holder = Holder.decode(stored)
+    return holder is not None and holder.state == QUEUED and holder.task_id == task_id
 
 
 class Stored(NamedTuple):
@@ -83,6 +92,49 @@ class LockBackend(ABC):
     @abstractmethod
     def replace_if(self, key: str, value: str, new_value: str, timeout: float) -> bool:
         """Store ``new_value`` with a new TTL only if ``key`` still holds ``value``."""
+
+    def convert(self, key: str, value: str, new_value: str, timeout: float) -> int:
+        """Put holder ``new_value`` in place of ``value`` with a new TTL, only if ``key`` still
+        holds ``value``: 0 if not, else the new fencing token where the backend ``fences``."""
+        return int(self.replace_if(key, value, new_value, timeout))
+
+    def claim(self, key: str, value: str, timeout: float, task_id: str) -> int:
+        """Take ``key`` for holder ``value`` if it is free, or if it holds the queue lock of task
+        ``task_id`` (converted, in one atomic step, into this holder's lock). As ``add``."""
+        for _ in range(CLAIM_TRIES):
+            token = self.add(key, value, timeout)
+            if token:
+                return token
+            stored = self.get(key)
+            if stored is not None and not queued_by(stored, task_id):
+                return 0
+            if stored is not None and (token := self.convert(key, stored, value, timeout)):
+                return token
+        return 0  # it changed hands every time we looked: contended
+
+    def hand_over(self, key: str, value: str, timeout: float, queue_key: str, task_id: str) -> int:
+        """Take ``key`` for holder ``value`` (as ``add``), and only then free the queue lock of
+        task ``task_id`` at ``queue_key``: at no moment is neither held."""
+        token = self.add(key, value, timeout)
+        if token:
+            self.free_queued(queue_key, task_id)
+        return token
+
+    def add_or_get(self, key: str, value: str, timeout: float) -> str | None:
+        """Store ``value`` if ``key`` is absent and return None; else the value stored there.
+        (A queue lock: no fencing token, it guards no body.)"""
+        for _ in range(CLAIM_TRIES):
+            if self.add(key, value, timeout):
+                return None
+            stored = self.get(key)
+            if stored is not None:
+                return stored
+        raise LockError(f"{key!r} changed hands {CLAIM_TRIES} times while being taken; try again")
+
+    def free_queued(self, key: str, task_id: str) -> bool:
+        """Delete ``key`` only if it is the queue lock of task ``task_id``."""
+        stored = self.get(key)
+        return stored is not None and queued_by(stored, task_id) and self.delete_if(key, stored)
 
     @abstractmethod
     def server(self, key: str | None) -> str:

@@ -74,16 +74,35 @@ class DatabaseBackend(LockBackend):
         The counter row's lock orders the tokens: a later grant waits for the earlier one's
         commit, so tokens grow in grant order. A token is the counter + 1, or the clock in
         microseconds when larger, so it keeps growing if the row is culled."""
+        return self._take(key, value, timeout, None)
+
+    def convert(self, key: str, value: str, new_value: str, timeout: float) -> int:
+        """Delete the live row holding ``value``, INSERT ``new_value`` and take a token, in one
+        transaction (a concurrent INSERT waits on the deleted row, then finds ours)."""
+        return self._take(key, new_value, timeout, value)
+
+    def _take(self, key: str, value: str, timeout: float, replacing: str | None) -> int:
         connection = self._connection()
         now = timezone.now()
         expires = now + timedelta(seconds=timeout)
         fence = self._fence_row(connection)
         try:
             with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-                cursor.execute(
-                    self._sql(connection, "DELETE FROM {table} WHERE cache_key = %s AND expires < %s"),
-                    [key, self._at(connection, now)],
-                )
+                if replacing is None:
+                    cursor.execute(
+                        self._sql(connection, "DELETE FROM {table} WHERE cache_key = %s AND expires < %s"),
+                        [key, self._at(connection, now)],
+                    )
+                else:
+                    cursor.execute(
+                        self._sql(
+                            connection,
+                            "DELETE FROM {table} WHERE cache_key = %s AND value = %s AND expires >= %s",
+                        ),
+                        [key, replacing, self._at(connection, now)],
+                    )
+                    if cursor.rowcount != 1:
+                        return 0
                 cursor.execute(
                     self._sql(connection, INSERT),
                     [key, value, self._at(connection, expires)],

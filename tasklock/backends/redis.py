@@ -34,15 +34,70 @@ SCAN_COUNT = 1000
 #: SET NX PX and, only if it stored, the next fencing token, in one atomic step. The token
 #: is the counter + 1, or the server's clock in microseconds when that is larger, so it keeps
 #: growing even if the counter key is lost (a restart without persistence, an eviction).
-_ACQUIRE = Script(
-    None,  # type: ignore[arg-type]  # registered on no client: every call names the cache's
-    b"""
-if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+_NEXT_TOKEN = b"""
 local now = redis.call('time')
 local token = (tonumber(redis.call('get', KEYS[2])) or 0) + 1
 local clock = now[1] * 1000000 + now[2]
 if clock > token then token = clock end
 redis.call('set', KEYS[2], string.format('%d', token))
+"""
+
+_ACQUIRE = Script(
+    None,  # type: ignore[arg-type]  # registered on no client: every call names the cache's
+    b"""
+if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+"""
+    + _NEXT_TOKEN
+    + b"return token",
+)
+
+#: store ARGV[1] for ARGV[2] ms if KEYS[1] is absent (nil), else return what is there: a
+#: publish's queue lock, or the duplicate's answer, in one round trip
+_ADD_OR_GET = Script(
+    None,  # type: ignore[arg-type]  # registered on no client: every call names the cache's
+    b"""
+local stored = redis.call('get', KEYS[1])
+if stored then return stored end
+redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+""",
+)
+
+#: whether the value ``stored`` is the queue lock of task ARGV[3] (the holder JSON's task_id
+#: and state, compared inside the script)
+_QUEUED_BY = b"""
+local function queued_by(stored)
+  local ok, holder = pcall(cjson.decode, stored)
+  return ok and type(holder) == 'table' and holder.state == 'queued' and holder.task_id == ARGV[3]
+end
+"""
+
+#: take KEYS[1] if it is free or holds task ARGV[3]'s queue lock (converted in place), and
+#: issue the next fencing token (KEYS[2] the counter)
+_CLAIM = Script(
+    None,  # type: ignore[arg-type]  # registered on no client: every call names the cache's
+    _QUEUED_BY
+    + b"""
+local stored = redis.call('get', KEYS[1])
+if stored and not queued_by(stored) then return 0 end
+redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+"""
+    + _NEXT_TOKEN
+    + b"return token",
+)
+
+#: take the run lock KEYS[1] (SET NX + token), then free KEYS[3] if it is task ARGV[3]'s
+#: queue lock: one step, so no duplicate fits between the two locks
+_HAND_OVER = Script(
+    None,  # type: ignore[arg-type]  # registered on no client: every call names the cache's
+    _QUEUED_BY
+    + b"""
+if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+"""
+    + _NEXT_TOKEN
+    + b"""
+local queued = redis.call('get', KEYS[3])
+if queued and queued_by(queued) then redis.call('del', KEYS[3]) end
 return token
 """,
 )
@@ -144,6 +199,16 @@ class RedisBackend(LockBackend):
 
     def add(self, key: str, value: str, timeout: float) -> int:
         return _ACQUIRE((key, self._fence), (value, milliseconds(timeout)), client=self.client)
+
+    def claim(self, key: str, value: str, timeout: float, task_id: str) -> int:
+        return _CLAIM((key, self._fence), (value, milliseconds(timeout), task_id), client=self.client)
+
+    def hand_over(self, key: str, value: str, timeout: float, queue_key: str, task_id: str) -> int:
+        keys = (key, self._fence, queue_key)
+        return _HAND_OVER(keys, (value, milliseconds(timeout), task_id), client=self.client)
+
+    def add_or_get(self, key: str, value: str, timeout: float) -> str | None:
+        return text(_ADD_OR_GET((key,), (value, milliseconds(timeout)), client=self.client))
 
     def get(self, key: str) -> str | None:
         return text(self.client.get(key))

@@ -16,7 +16,7 @@ from ...clearing import force_clear, os_user
 from ...exceptions import LockError
 from ...inventory import HeldLockInfo, Inventory, glob
 
-COLUMNS = ("name", "holder", "task_name", "task_id", "acquired_at", "expires_in")
+COLUMNS = ("name", "state", "holder", "task_name", "task_id", "acquired_at", "expires_in")
 
 
 class Command(BaseCommand):
@@ -137,6 +137,7 @@ def table(entries: list[HeldLockInfo]) -> str:
     rows = [COLUMNS] + [
         (
             printable(entry.name),
+            entry.state,
             printable(entry.holder),
             printable(entry.task_name or "-"),
             printable(entry.task_id or "-"),

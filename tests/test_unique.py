@@ -1,0 +1,202 @@
+"""Enqueue-time uniqueness on a real prefork worker and the real Redis broker (issue 11)."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import pytest
+import redis
+from celery import chain, chord, group
+from django.conf import settings
+
+from tasklock import DuplicateTask, Lock
+from tasklock.backends import get_backend
+from tasklock.holder import Holder
+from tests import unique_tasks
+from tests.test_celery import intervals, overlapping_pairs
+from tests.test_lifetime import wait_until
+
+pytestmark = pytest.mark.usefixtures("celery_worker")
+
+
+def broker() -> redis.Redis:
+    return redis.Redis.from_url(settings.CELERY_BROKER_URL)
+
+
+def events(run_id: str) -> list[list]:
+    client = redis.Redis.from_url(settings.CELERY_RESULT_BACKEND)
+    return [json.loads(item) for item in client.lrange(f"events:{run_id}", 0, -1)]
+
+
+def holder_of(name: str) -> Holder | None:
+    backend = get_backend()
+    return Holder.decode(backend.get(backend.key(name)))
+
+
+@pytest.fixture
+def idle_queue():
+    """The queue no worker consumes, empty before and after the test."""
+    broker().delete(unique_tasks.IDLE_QUEUE)
+    yield unique_tasks.IDLE_QUEUE
+    broker().delete(unique_tasks.IDLE_QUEUE)
+
+
+def test_a_thousand_delays_of_one_key_publish_one_message(idle_queue):
+    item = uuid.uuid4().hex
+    results = [unique_tasks.idle_rebuild.delay(item) for _ in range(1000)]
+    assert len(results) == 1000
+    assert len({result.id for result in results}) == 1
+    assert broker().llen(idle_queue) == 1
+    holder = holder_of(f"{unique_tasks.idle_rebuild.name}:{item}")
+    assert (holder.state, holder.task_id) == ("queued", results[0].id)
+
+
+def test_different_keys_publish_one_message_each(idle_queue):
+    items = [uuid.uuid4().hex for _ in range(10)]
+    ids = {item: {unique_tasks.idle_rebuild.delay(item).id for _ in range(50)} for item in items}
+    assert all(len(found) == 1 for found in ids.values())
+    assert len(set().union(*ids.values())) == 10
+    assert broker().llen(idle_queue) == 10
+
+
+def test_on_duplicate_raise_names_the_queued_task(idle_queue):
+    item = uuid.uuid4().hex
+    first = unique_tasks.idle_rebuild_or_raise.delay(item)
+    with pytest.raises(DuplicateTask) as raised:
+        unique_tasks.idle_rebuild_or_raise.delay(item)
+    assert raised.value.task_id == first.id
+    assert broker().llen(idle_queue) == 1
+
+
+@pytest.mark.parametrize("task", [unique_tasks.retry_once, unique_tasks.autoretry_once])
+def test_until_executed_keeps_its_lock_across_a_retry_with_countdown(task):
+    item, run_id = uuid.uuid4().hex, uuid.uuid4().hex
+    name = f"{task.name}:{item}"
+    first = task.delay(item, run_id, 2)
+    wait_until(lambda: any(e[0] == "attempt 0" for e in events(run_id)), 30)
+    # during the countdown: the lock is the retry's queue lock, and a duplicate is refused
+    wait_until(lambda: getattr(holder_of(name), "state", None) == "queued", 5)
+    assert holder_of(name).task_id == first.id
+    assert task.delay(item, run_id, 2).id == first.id
+    assert first.get(timeout=30) == "done"
+    assert [e[0] for e in events(run_id)] == ["attempt 0", "attempt 1"]
+    wait_until(lambda: holder_of(name) is None, 5)  # gone after the last attempt
+    assert task.delay(item, run_id, 0).id != first.id
+
+
+def test_until_executing_accepts_a_duplicate_once_the_body_started():
+    item, run_id = uuid.uuid4().hex, uuid.uuid4().hex
+    first = unique_tasks.rebuild_once_started.delay(item, run_id, 2)
+    wait_until(lambda: events(run_id), 30)
+    second = unique_tasks.rebuild_once_started.delay(item, run_id, 0)
+    assert second.id != first.id
+    assert first.get(timeout=30) == second.get(timeout=30) == "ran"
+
+
+def test_until_executed_refuses_a_duplicate_while_it_runs():
+    item, run_id = uuid.uuid4().hex, uuid.uuid4().hex
+    first = unique_tasks.rebuild.delay(item, run_id, 1.5)
+    wait_until(lambda: events(run_id), 30)
+    holder = holder_of(f"{unique_tasks.rebuild.name}:{item}")
+    assert (holder.state, holder.task_id) == ("running", first.id)
+    assert unique_tasks.rebuild.delay(item, run_id, 0).id == first.id
+    first.get(timeout=30)
+
+
+def test_until_and_while_executing_raced_from_several_processes():
+    """Four processes delay() one key for 3 s while the worker runs it: every accepted task
+    runs, no two bodies overlap, and duplicates were accepted once a body had started."""
+    item, run_id = uuid.uuid4().hex, uuid.uuid4().hex
+    outs = [os.path.join(tempfile.mkdtemp(), f"ids-{n}.json") for n in range(4)]
+    start_at = time.time() + 1.5
+    racers = [
+        subprocess.Popen([sys.executable, "-m", "tests.unique_racers", item, run_id, str(start_at), "3", out])
+        for out in outs
+    ]
+    for racer in racers:
+        assert racer.wait(60) == 0
+    ids = set()
+    for out in outs:
+        with open(out) as file:
+            ids.update(json.load(file))
+    assert len(ids) >= 2
+    for task_id in ids:
+        assert unique_tasks.rebuild_both.AsyncResult(task_id).get(timeout=60) == "ran"
+    spans = intervals(run_id)
+    assert sorted(span[0] for span in spans) == sorted(ids)  # each accepted task ran once
+    assert overlapping_pairs(spans) == 0
+    name = f"{unique_tasks.rebuild_both.name}:{item}"
+    assert holder_of(name) is None and holder_of(name + ":queued") is None
+
+
+def test_broker_down_during_publish_reaches_the_caller_and_leaves_no_lock():
+    from celery import Celery
+    from kombu.exceptions import OperationalError
+
+    from tasklock import task_lock
+    from tasklock.celery import UniqueTask
+
+    down = os.environ["TASKLOCK_TEST_DOWN"]
+    dead = Celery("tasklock_dead_broker", broker=f"redis://{down}/0", set_as_current=False)
+    dead.conf.broker_connection_timeout = 0.5
+
+    @dead.task(base=UniqueTask, name="tests.dead.publish")
+    @task_lock(key="item", timeout=30, unique="until_executed")
+    def publish(item: str) -> str:
+        return "ran"
+
+    item = uuid.uuid4().hex
+    with pytest.raises(OperationalError):
+        publish.apply_async((item,), retry=False)
+    assert holder_of(f"tests.dead.publish:{item}") is None
+    with pytest.raises(OperationalError):  # not refused as a duplicate of the failed one
+        publish.apply_async((item,), retry=False)
+    assert holder_of(f"tests.dead.publish:{item}") is None
+
+
+def test_revoke_of_a_queued_task_frees_its_lock():
+    item, run_id = uuid.uuid4().hex, uuid.uuid4().hex
+    name = f"{unique_tasks.rebuild.name}:{item}"
+    result = unique_tasks.rebuild.apply_async((item, run_id), countdown=2)
+    assert holder_of(name).state == "queued"
+    result.revoke()
+    wait_until(lambda: holder_of(name) is None, 15)
+    assert events(run_id) == []
+    assert unique_tasks.rebuild.delay(item, run_id).id != result.id
+
+
+def test_a_chain_of_unique_tasks():
+    first, second = uuid.uuid4().hex, uuid.uuid4().hex
+    result = chain(
+        unique_tasks.rebuild.si(first), unique_tasks.rebuild.si(second), unique_tasks.rebuild.si(first)
+    )()
+    assert result.get(timeout=30) == f"ran {first}"
+    assert result.parent.get(timeout=30) == f"ran {second}"
+
+
+def test_a_duplicate_inside_a_group_returns_the_existing_result():
+    """The group waits for the ids it froze: the duplicate's id reports the one run's result."""
+    item, other, run_id = uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex
+    rebuild = unique_tasks.rebuild
+    result = group(rebuild.si(item, run_id, 1), rebuild.si(item, run_id, 1), rebuild.si(other))()
+    assert result.get(timeout=30) == [f"ran {item}", f"ran {item}", f"ran {other}"]
+    assert len(events(run_id)) == 1  # the body ran once for the two copies
+
+
+def test_a_chord_with_a_duplicate_in_its_header_completes():
+    item, run_id = uuid.uuid4().hex, uuid.uuid4().hex
+    rebuild = unique_tasks.rebuild
+    result = chord([rebuild.si(item, run_id, 1), rebuild.si(item, run_id, 1)], unique_tasks.joined.s())()
+    assert result.get(timeout=30) == f"ran {item}|ran {item}"
+    assert len(events(run_id)) == 1
+
+
+def test_a_lock_taken_outside_a_task_is_a_duplicate_without_a_task_id():
+    item = uuid.uuid4().hex
+    with Lock(f"{unique_tasks.rebuild.name}:{item}", timeout=10), pytest.raises(DuplicateTask) as raised:
+        unique_tasks.rebuild.delay(item)
+    assert raised.value.task_id is None

@@ -1,0 +1,86 @@
+"""Enqueue-time unique tasks (issue 11), run by the tests' real prefork worker."""
+
+import json
+import time
+
+import redis
+from django.conf import settings
+
+from tasklock import task_lock
+from tasklock.celery import UniqueTask
+from tests.celery_app import app
+from tests.tasks import record
+
+#: a queue no worker consumes (tests.settings routes the idle_* tasks there): its messages stay
+#: on the broker, where a test counts them
+IDLE_QUEUE = "tasklock-unique-idle"
+
+
+def note(run_id: str, what: str, task_id: str) -> None:
+    """Append [what, task id, time] to the run's list of events."""
+    client = redis.Redis.from_url(settings.CELERY_RESULT_BACKEND)
+    client.rpush(f"events:{run_id}", json.dumps([what, task_id, time.monotonic()]))
+
+
+@app.task(base=UniqueTask)
+@task_lock(key="item", timeout=60, unique="until_executed")
+def idle_rebuild(item: str) -> str:
+    return "ran"
+
+
+@app.task(base=UniqueTask, bind=True)
+@task_lock(key="item", timeout=60, unique="until_executed", on_duplicate="raise")
+def idle_rebuild_or_raise(self, item: str) -> str:
+    return "ran"
+
+
+@app.task(base=UniqueTask, bind=True)
+@task_lock(key="item", timeout=30, unique="until_executed")
+def rebuild(self, item: str, run_id: str = "", hold: float = 0) -> str:
+    note(run_id, "start", self.request.id)
+    time.sleep(hold)
+    return f"ran {item}"
+
+
+@app.task(base=UniqueTask, bind=True, max_retries=3)
+@task_lock(key="item", timeout=30, unique="until_executed")
+def retry_once(self, item: str, run_id: str, countdown: float = 2) -> str:
+    """Asks for one retry with ``countdown`` on its first attempt."""
+    note(run_id, f"attempt {self.request.retries}", self.request.id)
+    if self.request.retries == 0:
+        raise self.retry(countdown=countdown)
+    return "done"
+
+
+@app.task(base=UniqueTask, bind=True)
+@task_lock(key="item", timeout=30, unique="until_executing")
+def rebuild_once_started(self, item: str, run_id: str, hold: float) -> str:
+    note(run_id, "start", self.request.id)
+    time.sleep(hold)
+    return "ran"
+
+
+@app.task(base=UniqueTask, bind=True, max_retries=None)
+@task_lock(key="item", timeout=30, unique="until_and_while_executing", on_locked="retry", countdown=0.05)
+def rebuild_both(self, item: str, run_id: str, hold: float) -> str:
+    started = time.monotonic()
+    time.sleep(hold)
+    record(run_id, self.request.id, started)
+    return "ran"
+
+
+@app.task
+def joined(results: list[str]) -> str:
+    return "|".join(results)
+
+
+@app.task(
+    base=UniqueTask, bind=True, max_retries=3, autoretry_for=(ConnectionError,), retry_kwargs={"countdown": 2}
+)
+@task_lock(key="item", timeout=30, unique="until_executed")
+def autoretry_once(self, item: str, run_id: str, countdown: float = 2) -> str:
+    """Fails with an autoretried error on its first attempt (Celery retries after the body)."""
+    note(run_id, f"attempt {self.request.retries}", self.request.id)
+    if self.request.retries == 0:
+        raise ConnectionError("first attempt")
+    return "done"

@@ -1,7 +1,19 @@
 """tasklock: only one Celery worker runs this at a time, on the Django cache framework."""
 
+from .clearing import clear
 from .decorators import SKIPPED, held_lock, task_lock
 from .exceptions import LockError, LockNotAcquired
+from .inventory import held_locks
 from .lock import Lock, lock
 
-__all__ = ["SKIPPED", "Lock", "LockError", "LockNotAcquired", "held_lock", "lock", "task_lock"]
+__all__ = [
+    "SKIPPED",
+    "Lock",
+    "LockError",
+    "LockNotAcquired",
+    "clear",
+    "held_lock",
+    "held_locks",
+    "lock",
+    "task_lock",
+]

@@ -26,6 +26,7 @@ from .backends.base import LockBackend, Stored
 from .conf import conf
 from .holder import Holder
 from .keys import HASH_MARK
+from .lock import cache_alias
 
 Matcher = Callable[[str], bool]
 
@@ -59,6 +60,8 @@ class HeldLockInfo:
     task_id: str | None
     acquired_at: datetime | None
     expires_in: float | None
+    #: "running": held by a running holder
+    state: str = "running"
 
     @classmethod
     def from_stored(cls, name: str, stored: Stored, now: float) -> HeldLockInfo | None:
@@ -91,6 +94,7 @@ class HeldLockInfo:
             "task_id": self.task_id,
             "acquired_at": None if self.acquired_at is None else self.acquired_at.isoformat(),
             "expires_in": self.expires_in,
+            "state": self.state,
         }
 
 
@@ -178,3 +182,12 @@ class Inventory:
         found = [(name, Stored(self.backend.key(name))) for name in dict.fromkeys(names)]
         with cache_errors(self.backend, self.alias, "reading locks"):
             return self._complete(found)
+
+
+def held_locks(match: str | None = None, cache: str | None = None) -> Iterator[HeldLockInfo]:
+    """Every lock held in ``cache`` (default ``TASKLOCK["CACHE"]``) whose name matches the shell
+    glob ``match`` (``fnmatch.fnmatchcase``; None: all), in the backend's order, read a batch at
+    a time. A cache error is a ``LockError``, raised when iterating."""
+    if match is not None and not isinstance(match, str):
+        raise TypeError(f"match must be a shell glob (str) or None, got {type(match).__name__}")
+    return Inventory(cache_alias(cache)).each(glob(match) if match is not None else None)

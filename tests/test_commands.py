@@ -24,7 +24,7 @@ from tasklock.signals import lock_cleared
 from tests.settings import build_caches
 from tests.tasks import ping
 
-JSON_KEYS = {"name", "holder", "task_name", "task_id", "acquired_at", "expires_in"}
+JSON_KEYS = {"name", "holder", "task_name", "task_id", "acquired_at", "expires_in", "state"}
 #: names with glob characters, spaces (hashed cache keys) and HTML
 NAMES = ["report[1]", "report*x", "a?b", "plain", "has space", "<b>x</b>"]
 

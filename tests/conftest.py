@@ -93,11 +93,12 @@ def database_cache(request):
     return "database"
 
 
-@pytest.fixture(params=["default", "redis", "memcached", "database"])
+@pytest.fixture(params=["default", "redis", "valkey", "memcached", "database"])
 def lock_cache(request):
-    """Each supported backend in turn: django-redis, Django's RedisCache, memcached, database."""
+    """Each supported backend in turn: django-redis, Django's RedisCache, django-valkey,
+    memcached, database."""
     alias = request.param
-    if alias in ("default", "redis"):
+    if alias in ("default", "redis", "valkey"):
         request.getfixturevalue("redis_server")
     elif alias == "memcached":
         request.getfixturevalue("memcached_server")

@@ -13,6 +13,7 @@ from redis.crc import key_slot
 import tasklock
 from tasklock import Lock, LockError
 from tasklock.backends import get_backend
+from tests.test_checks import messages
 from tests.test_contention import CONTENDERS, contend, overlaps
 
 #: names whose keys hold braces: a hash tag of their own, an empty one, an unclosed one
@@ -146,3 +147,11 @@ def test_cluster_errors_are_lock_errors(settings, redis_server):
     assert not isinstance(raised.value.__cause__, redis.RedisError)
     with pytest.raises(LockError):
         list(tasklock.held_locks(cache="cluster_nowhere"))
+
+
+def test_deploy_checks_on_a_cluster(settings, cluster_cache):
+    settings.TASKLOCK = {"CACHE": cluster_cache}
+    assert messages(deploy=True) == {}
+    settings.TASKLOCK = {"CACHE": cluster_cache, "REPLICAS": 1}
+    found = messages(deploy=True)["tasklock.W009"]
+    assert len(found) == 3 and all("0 connected replica" in msg for msg in found), "one per primary"

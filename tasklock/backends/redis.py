@@ -102,17 +102,17 @@ def write_client(cache: Any) -> Any:
     return cache._cache.get_client(write=True)  # Django: writes go to the first server
 
 
-#: values and TTLs of many keys in one reply: far cheaper to parse than a GET+PTTL pipeline
-_READ = LuaScript(
-    b"""
+#: values and TTLs of many keys (in the table named by ``%s``) in one reply: far cheaper to
+#: parse than a GET+PTTL pipeline
+READ_BODY = b"""
 local found = {}
-for i, key in ipairs(KEYS) do
+for i, key in ipairs(%s) do
   found[2 * i - 1] = redis.call('get', key)
   found[2 * i] = redis.call('pttl', key)
 end
 return found
-""",
-)
+"""
+_READ = LuaScript(READ_BODY % b"KEYS")
 
 
 def glob_escape(text: str) -> str:

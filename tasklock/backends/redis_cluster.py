@@ -20,8 +20,19 @@ from typing import Any
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from .base import Stored
-from .redis import WAITING_SUFFIX, WAKE_SUFFIX, RedisBackend, milliseconds, scan_node, stored_replies
-from .redis_clients import node_client
+from .redis import (
+    READ_BODY,
+    WAITING_SUFFIX,
+    WAKE_SUFFIX,
+    RedisBackend,
+    milliseconds,
+    scan_node,
+    stored_replies,
+)
+from .redis_clients import LuaScript, node_client
+
+#: values and TTLs of keys of any slots served by the node it is sent to, passed as ARGV
+_READ_ON_NODE = LuaScript(b"#!lua flags=allow-cross-slot-keys,no-writes" + READ_BODY % b"ARGV")
 
 
 @functools.cache
@@ -74,11 +85,15 @@ class RedisClusterBackend(RedisBackend):
             yield from scan_node(node_client(self.client, node), match, skip)
 
     def read(self, keys: list[str]) -> list[Stored]:
-        """``GET`` + ``PTTL`` of every key, pipelined to each key's primary."""
-        if not keys:
-            return []
-        pipe = self.client.pipeline()
+        """``GET`` + ``PTTL`` of every key: one script call per primary, sent to that node, for
+        its keys of any slot (``allow-cross-slot-keys``, Redis 7). A slot moved meanwhile fails
+        the call: a ``LockError``, and the next call through the cluster client learns the new map."""
+        groups: dict[str, tuple[Any, list[str]]] = {}
         for key in keys:
-            pipe.get(key)
-            pipe.pttl(key)
-        return stored_replies(keys, pipe.execute())
+            node = self.client.get_node_from_key(key)
+            groups.setdefault(node.name, (node, []))[1].append(key)
+        found: dict[str, Stored] = {}
+        for node, group in groups.values():
+            replies = _READ_ON_NODE((), group, client=node_client(self.client, node))
+            found.update((stored.key, stored) for stored in stored_replies(group, replies))
+        return [found[key] for key in keys]

@@ -155,3 +155,14 @@ def test_deploy_checks_on_a_cluster(settings, cluster_cache):
     settings.TASKLOCK = {"CACHE": cluster_cache, "REPLICAS": 1}
     found = messages(deploy=True)["tasklock.W009"]
     assert len(found) == 3 and all("0 connected replica" in msg for msg in found), "one per primary"
+
+
+def test_replicas_on_a_cluster_without_replicas_fail_closed(settings, cluster_cache, cluster):
+    """``SET`` + ``WAIT`` go to the primary of the key's slot; none has a replica here."""
+    settings.TASKLOCK = {"REPLICAS": 1, "REPLICA_TIMEOUT": 0.05}
+    for number in range(6):
+        held = Lock(f"confirmed:{number}", timeout=5, cache=cluster_cache)
+        with pytest.raises(LockError, match="0 of 1 replicas") as raised:
+            held.acquire()
+        assert f"cluster node 127.0.0.1:{cluster.get_node_from_key(held._key).port}" in str(raised.value)
+        assert not held.locked(), "the unconfirmed lock was released"

@@ -166,3 +166,11 @@ def test_replicas_on_a_cluster_without_replicas_fail_closed(settings, cluster_ca
             held.acquire()
         assert f"cluster node 127.0.0.1:{cluster.get_node_from_key(held._key).port}" in str(raised.value)
         assert not held.locked(), "the unconfirmed lock was released"
+
+
+def test_every_slot_has_a_tag_that_hashes_to_it():
+    from tasklock.backends.redis_cluster import slot_tags
+
+    tags = slot_tags()
+    assert len(tags) == 16384
+    assert all(key_slot(f"{{{tag}}}:1:tasklock:x{{y wake".encode()) == slot for slot, tag in enumerate(tags))

@@ -8,7 +8,7 @@ class TaskLockConfig(AppConfig):
     default_auto_field = "django.db.models.AutoField"
 
     def ready(self) -> None:
-        from . import checks, reaper
+        from . import checks, reaper, topology_checks
 
         reaper.connect()
         register(checks.check_settings, "tasklock")
@@ -18,3 +18,4 @@ class TaskLockConfig(AppConfig):
         register(checks.check_visibility_timeout, "tasklock", deploy=True)
         register(checks.check_eviction_policy, Tags.caches, "tasklock", deploy=True)
         register(checks.check_ignore_exceptions, Tags.caches, "tasklock", deploy=True)
+        register(topology_checks.check_redis_topology, Tags.caches, "tasklock", deploy=True)

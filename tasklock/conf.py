@@ -27,6 +27,8 @@ DEFAULTS: dict[str, Any] = {
     "TIMEOUT": 60,
     "TRUSTED_BACKENDS": {},
     "ALLOW_PROCESS_LOCAL_CACHE": False,
+    "REPLICAS": 0,
+    "REPLICA_TIMEOUT": 0.1,
 }
 
 
@@ -70,12 +72,26 @@ def _check_bool(value: object) -> str | None:
     return None
 
 
+def _check_replicas(value: object) -> str | None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        return "must be a whole number of replicas, 0 or more (0: no replica confirms)"
+    return None
+
+
+def _check_replica_timeout(value: object) -> str | None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value < math.inf:
+        return "must be a finite number of seconds greater than 0 (WAIT 0 would block forever)"
+    return None
+
+
 VALIDATORS = {
     "CACHE": _check_cache,
     "KEY_PREFIX": _check_key_prefix,
     "TIMEOUT": timeout_problem,
     "TRUSTED_BACKENDS": _check_trusted_backends,
     "ALLOW_PROCESS_LOCAL_CACHE": _check_bool,
+    "REPLICAS": _check_replicas,
+    "REPLICA_TIMEOUT": _check_replica_timeout,
 }
 
 
@@ -121,6 +137,14 @@ class TaskLockSettings:
     @property
     def ALLOW_PROCESS_LOCAL_CACHE(self) -> bool:
         return self._get("ALLOW_PROCESS_LOCAL_CACHE")
+
+    @property
+    def REPLICAS(self) -> int:
+        return self._get("REPLICAS")
+
+    @property
+    def REPLICA_TIMEOUT(self) -> float:
+        return self._get("REPLICA_TIMEOUT")
 
 
 conf = TaskLockSettings()

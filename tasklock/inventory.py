@@ -26,6 +26,7 @@ from .backends.base import LockBackend, Stored
 from .conf import conf
 from .holder import QUEUED, RUNNING, Holder
 from .keys import HASH_MARK
+from .lock import cache_alias
 
 Matcher = Callable[[str], bool]
 
@@ -182,3 +183,12 @@ class Inventory:
         found = [(name, Stored(self.backend.key(name))) for name in dict.fromkeys(names)]
         with cache_errors(self.backend, self.alias, "reading locks"):
             return self._complete(found)
+
+
+def held_locks(match: str | None = None, cache: str | None = None) -> Iterator[HeldLockInfo]:
+    """Every lock held in ``cache`` (default ``TASKLOCK["CACHE"]``) whose name matches the shell
+    glob ``match`` (``fnmatch.fnmatchcase``; None: all), in the backend's order, read a batch at
+    a time. A cache error is a ``LockError``, raised when iterating."""
+    if match is not None and not isinstance(match, str):
+        raise TypeError(f"match must be a shell glob (str) or None, got {type(match).__name__}")
+    return Inventory(cache_alias(cache)).each(glob(match) if match is not None else None)

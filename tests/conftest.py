@@ -23,22 +23,53 @@ def _unavailable(message: str) -> None:
     pytest.skip(message)
 
 
+def _started(what: str, start, *args):
+    """``start(*args)``: a server or topology; a missing one fails under CI, else skips."""
+    try:
+        return start(*args)
+    except servers.ServerUnavailable as exc:
+        _unavailable(f"{what}: {exc}")
+
+
 @pytest.fixture(scope="session")
 def redis_server():
-    try:
-        server = servers.start_redis(servers.port_of("TASKLOCK_TEST_REDIS"))
-    except servers.ServerUnavailable as exc:
-        _unavailable(f"Redis: {exc}")
+    server = _started("Redis", servers.start_redis, servers.port_of("TASKLOCK_TEST_REDIS"))
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
+def redis_cluster():
+    """A 3-primary Redis Cluster on the ports in ``TASKLOCK_TEST_CLUSTER``."""
+    ports = servers.ports_of("TASKLOCK_TEST_CLUSTER")
+    topology = _started("Redis Cluster", servers.start_redis_cluster, ports)
+    yield topology
+    topology.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel():
+    """A primary, its replica and a sentinel on the ports in ``TASKLOCK_TEST_SENTINEL``."""
+    ports = servers.ports_of("TASKLOCK_TEST_SENTINEL")
+    topology = _started("Redis Sentinel", servers.start_sentinel_group, ports)
+    yield topology
+    topology.stop()
+
+
+#: the cluster caches: django-redis and Django's RedisCache with tasklock.contrib's clients,
+#: and django-valkey's cluster backend
+CLUSTER_CACHES = ["cluster", "django_cluster", "valkey_cluster"]
+
+
+@pytest.fixture(params=CLUSTER_CACHES)
+def cluster_cache(request, redis_cluster):
+    """Each cluster cache in turn, on the harness's 3-primary cluster."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
 def memcached_server():
-    try:
-        server = servers.start_memcached(servers.port_of("TASKLOCK_TEST_MEMCACHED"))
-    except servers.ServerUnavailable as exc:
-        _unavailable(f"memcached: {exc}")
+    server = _started("memcached", servers.start_memcached, servers.port_of("TASKLOCK_TEST_MEMCACHED"))
     yield server
     server.stop()
 
@@ -62,11 +93,12 @@ def database_cache(request):
     return "database"
 
 
-@pytest.fixture(params=["default", "redis", "memcached", "database"])
+@pytest.fixture(params=["default", "redis", "valkey", "memcached", "database"])
 def lock_cache(request):
-    """Each supported backend in turn: django-redis, Django's RedisCache, memcached, database."""
+    """Each supported backend in turn: django-redis, Django's RedisCache, django-valkey,
+    memcached, database."""
     alias = request.param
-    if alias in ("default", "redis"):
+    if alias in ("default", "redis", "valkey"):
         request.getfixturevalue("redis_server")
     elif alias == "memcached":
         request.getfixturevalue("memcached_server")

@@ -78,15 +78,7 @@ class Server:
 
 
 def start_redis(port: int) -> Server:
-    binary = find_binary("redis-server", "redis-server")
-    directory = tempfile.mkdtemp(prefix="tasklock-redis-")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", directory, "--logfile", os.path.join(directory, "redis.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,
-    )  # fmt: skip
-    wait_for_port(port, process)
-    return Server("redis", port, process, directory)
+    return start_redis_node(port)
 
 
 def start_memcached(port: int) -> Server:
@@ -109,6 +101,13 @@ def reserve_addresses() -> None:
     """
     for variable in ("TASKLOCK_TEST_REDIS", "TASKLOCK_TEST_MEMCACHED", "TASKLOCK_TEST_DOWN"):
         os.environ.setdefault(variable, f"127.0.0.1:{free_port()}")
+    # a 3-primary cluster; a primary, its replica and a sentinel
+    for variable in ("TASKLOCK_TEST_CLUSTER", "TASKLOCK_TEST_SENTINEL"):
+        os.environ.setdefault(variable, ",".join(f"127.0.0.1:{free_port()}" for _ in range(3)))
+
+
+def ports_of(variable: str) -> list[int]:
+    return [int(address.rpartition(":")[2]) for address in os.environ[variable].split(",")]
 
 
 def port_of(variable: str) -> int:
@@ -121,3 +120,128 @@ def postgres_answers(host: str = "127.0.0.1", port: int = 5432) -> bool:
         return True
     except OSError:
         return False
+
+
+@dataclass
+class Topology:
+    """Several servers started together (a cluster, or a primary with a replica and a sentinel)."""
+
+    servers: list[Server]
+
+    @property
+    def ports(self) -> list[int]:
+        return [server.port for server in self.servers]
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+def start_redis_node(port: int, *extra: str, name: str = "redis") -> Server:
+    """One ``redis-server`` with ``extra`` arguments, no persistence, in a temp dir."""
+    binary = find_binary("redis-server", "redis-server")
+    directory = tempfile.mkdtemp(prefix=f"tasklock-{name}-")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", directory, "--logfile", os.path.join(directory, f"{name}.log"), *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, process)
+    except ServerUnavailable:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return Server(name, port, process, directory)
+
+
+def redis_cli(port: int, *args: str, seconds: float = 60) -> str:
+    binary = find_binary("redis-cli", "redis-tools")
+    done = subprocess.run(
+        [binary, "-h", "127.0.0.1", "-p", str(port), *args], capture_output=True, text=True, timeout=seconds
+    )
+    if done.returncode:
+        raise ServerUnavailable(f"redis-cli {' '.join(args)} failed: {done.stderr or done.stdout}")
+    return done.stdout
+
+
+def wait_until(condition, what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise ServerUnavailable(f"{what} did not happen within {seconds} s")
+        time.sleep(0.05)
+
+
+def start_redis_cluster(ports: list[int]) -> Topology:
+    """A primary on each port, joined by ``redis-cli --cluster create``, all slots covered and
+    the cluster state ``ok``. Each bus port is a free port of its own (the default, port +
+    10000, may be taken or past 65535)."""
+    nodes: list[Server] = []
+    try:
+        for port in ports:
+            nodes.append(
+                start_redis_node(port, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                 "--cluster-node-timeout", "2000", "--cluster-port", str(free_port()),
+                                 name="redis-cluster")
+            )  # fmt: skip
+        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+        redis_cli(nodes[0].port, "--cluster", "create", *addresses, "--cluster-yes")
+        for node in nodes:
+            wait_until(
+                lambda node=node: "cluster_state:ok" in redis_cli(node.port, "cluster", "info"),
+                f"cluster state ok on port {node.port}",
+            )
+    except BaseException:
+        Topology(nodes).stop()
+        raise
+    return Topology(nodes)
+
+
+#: the service name the test sentinel watches
+SENTINEL_SERVICE = "tasklock"
+
+
+def start_sentinel_group(ports: list[int], service: str = SENTINEL_SERVICE) -> Topology:
+    """On ``ports``: a primary, its replica and one sentinel watching them (quorum 1), so
+    ``SENTINEL FAILOVER`` promotes the replica. The sentinel is ``redis-server --sentinel``
+    (the same binary: no extra package)."""
+    servers: list[Server] = []
+    try:
+        primary = start_redis_node(ports[0], name="redis-primary")
+        servers.append(primary)
+        replica = start_redis_node(
+            ports[1], "--replicaof", "127.0.0.1", str(primary.port), name="redis-replica"
+        )
+        servers.append(replica)
+        wait_until(
+            lambda: "master_link_status:up" in redis_cli(replica.port, "info", "replication"),
+            "the replica's link to its primary",
+        )
+        port = ports[2]
+        directory = tempfile.mkdtemp(prefix="tasklock-sentinel-")
+        config = os.path.join(directory, "sentinel.conf")
+        with open(config, "w") as file:
+            file.write(
+                f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+                f"sentinel monitor {service} 127.0.0.1 {primary.port} 1\n"
+                f"sentinel down-after-milliseconds {service} 2000\n"
+                f"sentinel failover-timeout {service} 10000\n"
+            )
+        binary = find_binary("redis-server", "redis-server")
+        process = subprocess.Popen(
+            [binary, config, "--sentinel", "--logfile", os.path.join(directory, "sentinel.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,
+        )  # fmt: skip
+        servers.append(Server("redis-sentinel", port, process, directory))
+        wait_for_port(port, process)
+        wait_until(
+            lambda: (
+                "slave" in redis_cli(port, "sentinel", "replicas", service)
+                or "replica" in redis_cli(port, "sentinel", "replicas", service)
+            ),
+            "the sentinel finding the replica",
+        )
+    except BaseException:
+        Topology(servers).stop()
+        raise
+    return Topology(servers)

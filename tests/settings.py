@@ -4,7 +4,9 @@ contender subprocesses see the same ones."""
 
 import os
 
-from tests.servers import IN_CI, postgres_answers, reserve_addresses
+from redis.sentinel import Sentinel
+
+from tests.servers import IN_CI, SENTINEL_SERVICE, postgres_answers, reserve_addresses
 
 reserve_addresses()
 
@@ -77,6 +79,8 @@ def build_caches(environ=os.environ) -> dict:
     redis = environ["TASKLOCK_TEST_REDIS"]
     memcached = environ["TASKLOCK_TEST_MEMCACHED"]
     down = environ["TASKLOCK_TEST_DOWN"]
+    cluster = [f"redis://{address}" for address in environ["TASKLOCK_TEST_CLUSTER"].split(",")]
+    sentinel = environ["TASKLOCK_TEST_SENTINEL"].split(",")[2].split(":")
     return {
         "default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": f"redis://{redis}/0"},
         "redis": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": f"redis://{redis}/0"},
@@ -99,6 +103,40 @@ def build_caches(environ=os.environ) -> dict:
         "database_dropped": {
             "BACKEND": "django.core.cache.backends.db.DatabaseCache",
             "LOCATION": "tasklock_dropped_cache",
+        },
+        "valkey": {"BACKEND": "django_valkey.cache.ValkeyCache", "LOCATION": f"valkey://{redis}/0"},
+        "cluster": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": ",".join(cluster),
+            "OPTIONS": {"CLIENT_CLASS": "tasklock.contrib.redis_cluster.DjangoRedisClusterClient"},
+        },
+        "django_cluster": {
+            "BACKEND": "tasklock.contrib.redis_cluster.RedisClusterCache",
+            "LOCATION": cluster,
+        },
+        "valkey_cluster": {
+            "BACKEND": "django_valkey.cluster_cache.cache.ClusterValkeyCache",
+            "LOCATION": cluster[0].replace("redis://", "valkey://"),
+        },
+        "sentinel": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://{SENTINEL_SERVICE}/0",
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.SentinelClient",
+                "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+                "SENTINELS": [(sentinel[0], int(sentinel[1]))],
+                "SOCKET_TIMEOUT": 2,
+            },
+        },
+        "django_sentinel": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://{SENTINEL_SERVICE}/0",
+            "OPTIONS": {
+                "pool_class": "redis.sentinel.SentinelConnectionPool",
+                "service_name": SENTINEL_SERVICE,
+                "sentinel_manager": Sentinel([(sentinel[0], int(sentinel[1]))], socket_timeout=2),
+                "socket_timeout": 2,
+            },
         },
         "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
         "dummy": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"},

@@ -27,7 +27,7 @@ def plant_with_cache_set(alias: str, name: str) -> None:
 def plant_raw(alias: str, name: str) -> None:
     """Bytes that are no UTF-8 (text that is no JSON on the database), through the raw client."""
     key = get_backend(alias).key(name)
-    if alias in ("default", "redis"):
+    if alias in ("default", "redis", "valkey"):
         host, port = address("TASKLOCK_TEST_REDIS")
         redis.Redis(host=host, port=port).set(key, NOT_UTF8, ex=60)
     elif alias == "memcached":

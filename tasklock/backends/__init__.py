@@ -12,12 +12,15 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from ..conf import conf
+from ..exceptions import LockError
 from .base import LockBackend
 
 #: backend classes tasklock knows, by dotted path, with their family
 KNOWN_BACKENDS = {
     "django_redis.cache.RedisCache": "redis",
     "django.core.cache.backends.redis.RedisCache": "redis",
+    "django_valkey.cache.ValkeyCache": "redis",
+    "django_valkey.cluster_cache.cache.ClusterValkeyCache": "redis",
     "django.core.cache.backends.memcached.PyMemcacheCache": "memcached",
     "django.core.cache.backends.db.DatabaseCache": "database",
     "django.core.cache.backends.locmem.LocMemCache": "locmem",
@@ -36,7 +39,7 @@ UNSAFE_FAMILIES = {
 }
 
 ADAPTERS = {
-    "redis": "tasklock.backends.redis.RedisBackend",
+    "redis": "tasklock.backends.redis.adapter",
     "memcached": "tasklock.backends.memcached.MemcachedBackend",
     "database": "tasklock.backends.database.DatabaseBackend",
     "locmem": "tasklock.backends.locmem.LocMemBackend",
@@ -99,7 +102,10 @@ def get_backend(alias: str | None = None) -> LockBackend:
     adapter = _adapters.get(cache)
     if adapter is None:
         module, _, name = ADAPTERS[usable_family(alias, cache)].rpartition(".")
-        adapter = _adapters[cache] = getattr(importlib.import_module(module), name)(cache)
+        try:
+            adapter = _adapters[cache] = getattr(importlib.import_module(module), name)(cache)
+        except LockError as exc:
+            raise LockError(f"tasklock cache {alias!r}: {exc}") from exc.__cause__
     return adapter
 
 

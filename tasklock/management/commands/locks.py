@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...clearing import force_clear, os_user
 from ...exceptions import LockError
-from ...inventory import HeldLockInfo, Inventory, glob
+from ...inventory import HeldLockInfo, Inventory, glob, held_locks
 
 COLUMNS = ("name", "state", "holder", "task_name", "task_id", "acquired_at", "expires_in")
 
@@ -58,8 +58,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
 
     def list_locks(self, inventory: Inventory, options: dict[str, Any]) -> None:
-        pattern = options.get("match")
-        entries = inventory.entries(glob(pattern) if pattern else None)
+        entries = sorted(held_locks(options.get("match") or None, inventory.alias), key=lambda e: e.name)
         if options.get("json"):
             self.stdout.write(json.dumps([entry.as_json() for entry in entries], ensure_ascii=False))
         elif entries:

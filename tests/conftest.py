@@ -119,9 +119,13 @@ def celery_worker(redis_server, django_db_setup):
         stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
     )  # fmt: skip
     from tests.tasks import ping
+    from tests.waiting import wait_until
 
-    try:
-        assert ping.delay().get(timeout=60) == "pong"
+    answer = ping.delay()
+    try:  # a worker that dies on startup fails the wait at once, not after the deadline
+        wait_until(lambda: answer.ready() or process.poll() is not None, "the worker answers a ping", 120)
+        assert process.poll() is None, f"the worker exited with {process.returncode}"
+        assert answer.get(timeout=1) == "pong"
     except Exception:
         process.kill()
         with open(log_path) as written:

@@ -1,22 +1,27 @@
 """One racer process: at agreed moments, "add" an expired database-cache key.
 
-python -m tests.racers django|tasklock RUN START_AT ROUNDS INTERVAL OUT
+python -m tests.racers django|tasklock RUN STARTING_LINE ROUNDS INTERVAL OUT
 """
 
 import json
 import sys
 import time
+from pathlib import Path
 
 import django
 
+from tests.starting_line import wait_for_start
 
-def main(mode: str, run: str, start_at: float, rounds: int, interval: float, out: str) -> None:
+
+def main(mode: str, run: str, line: str, rounds: int, interval: float, out: str) -> None:
     from django.core.cache import caches
 
     from tasklock.backends import get_backend
 
     cache, backend = caches["database"], get_backend("database")
     wins = []
+    cache.get(f"race:{run}:warm-up")  # connect to the database before the start, not in round 0
+    start_at = wait_for_start(Path(line))
     for number in range(rounds):
         while time.time() < start_at + number * interval:
             time.sleep(0.0005)
@@ -31,5 +36,5 @@ def main(mode: str, run: str, start_at: float, rounds: int, interval: float, out
 
 if __name__ == "__main__":
     django.setup()
-    mode, run, start_at, rounds, interval, out = sys.argv[1:]
-    main(mode, run, float(start_at), int(rounds), float(interval), out)
+    mode, run, line, rounds, interval, out = sys.argv[1:]
+    main(mode, run, line, int(rounds), float(interval), out)

@@ -17,12 +17,14 @@ from django.test import override_settings
 from tasklock import Lock
 from tasklock.backends import get_backend, memcached_index
 from tasklock.backends.memcached_index import SEPARATOR
+from tasklock.backends.redis import WAITING_SUFFIX
 from tasklock.clearing import force_clear, os_user
 from tasklock.holder import Holder
 from tasklock.inventory import Inventory
 from tasklock.signals import lock_cleared
 from tests.settings import build_caches
 from tests.tasks import ping
+from tests.waiting import wait_until
 
 JSON_KEYS = {"name", "holder", "task_name", "task_id", "acquired_at", "expires_in", "state"}
 #: names with glob characters, spaces (hashed cache keys) and HTML
@@ -286,7 +288,8 @@ def test_redis_blocked_waiter_gets_the_lock_and_the_listing_shows_it(redis_serve
         waiter = Lock("handed", timeout=60)
         thread = threading.Thread(target=waiter.acquire, kwargs={"blocking": True, "wait": 5})
         thread.start()
-        time.sleep(0.05)
+        waiting = get_backend().key("handed") + WAITING_SUFFIX
+        wait_until(lambda: get_backend().client.exists(waiting), "the waiter marks the key")
         assert [entry["name"] for entry in locks_json()] == ["handed"], "one lock, however many wait"
         held.release()
         thread.join()

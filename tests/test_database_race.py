@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from datetime import timedelta
 
@@ -16,6 +15,7 @@ from django.db import connection
 from django.utils import timezone
 
 from tasklock.backends import get_backend
+from tests.starting_line import start_together
 
 RACERS = 6
 ROUNDS = 15
@@ -39,14 +39,16 @@ def race(tmp_path, mode: str) -> list[int]:
     else:
         keys = [get_backend("database").key(name) for name in names]
     plant_expired_rows(keys)
-    start_at, outputs = time.time() + 2.5, [tmp_path / f"{mode}-{i}.json" for i in range(RACERS)]
+    line, outputs = tmp_path / f"{mode}-starting-line", [tmp_path / f"{mode}-{i}.json" for i in range(RACERS)]
+    line.mkdir()
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.racers", mode, run, str(start_at), str(ROUNDS), "0.1", str(out)],
+            [sys.executable, "-m", "tests.racers", mode, run, str(line), str(ROUNDS), "0.1", str(out)],
             env=os.environ.copy(),
         )
         for out in outputs
     ]
+    start_together(line, processes)
     assert all(process.wait(60) == 0 for process in processes)
     wins = [json.loads(out.read_text()) for out in outputs]
     return [sum(column) for column in zip(*wins, strict=True)]

@@ -246,7 +246,8 @@ def test_redis_release_wakes_a_blocked_waiter_and_only_then_pushes(alias, redis_
 
     import redis as redis_py
 
-    from tasklock.backends.redis import WAKE_SUFFIX
+    from tasklock.backends.redis import WAITING_SUFFIX, WAKE_SUFFIX
+    from tests.waiting import wait_until
 
     client = redis_py.Redis(port=redis_server.port)
     alone = Lock(unique(), timeout=30, cache=alias)
@@ -260,7 +261,8 @@ def test_redis_release_wakes_a_blocked_waiter_and_only_then_pushes(alias, redis_
     got = []
     thread = threading.Thread(target=lambda: got.append(waiter.acquire(blocking=True, wait=20)))
     thread.start()
-    time.sleep(0.1)  # the waiter is in its first BLPOP, which would last 1 s
+    # the waiter marked the key: it is in (or entering) its first BLPOP, which would last 1 s
+    wait_until(lambda: client.exists(held._key + WAITING_SUFFIX), "the waiter marks the key")
     released_at = time.monotonic()
     held.release()
     thread.join(20)

@@ -19,6 +19,7 @@ from typing import Any
 
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import signals as celery_signals
+from django.db import connections
 
 from .backends import get_backend
 from .backends.base import LockBackend, Stored
@@ -76,6 +77,8 @@ def _reap_in_background(task: Any, task_id: str, args: Any, kwargs: Any, reason:
             reap_task(task, task_id, args, kwargs, reason)
         except Exception:
             logger.warning("could not free the lock of dead task %s (%s)", task_id, reason, exc_info=True)
+        finally:
+            connections.close_all()  # this thread's, if the lock cache is a database
 
     threading.Thread(target=run, name=f"tasklock-reaper-{task_id}", daemon=True).start()
 
@@ -143,6 +146,7 @@ def _child_died(pid: int, requests: list[Any]) -> None:
             logger.warning(
                 "could not free the lock of task %s of dead process %s", request.id, pid, exc_info=True
             )
+    connections.close_all()  # the watcher thread's, if the lock cache is a database
 
 
 def on_worker_ready(sender: Any = None, **kw: Any) -> None:
@@ -158,6 +162,7 @@ def on_worker_ready(sender: Any = None, **kw: Any) -> None:
                 reap_dead_processes(alias)
             except Exception:
                 logger.warning("could not look for dead holders' locks in cache %r", alias, exc_info=True)
+        connections.close_all()
 
     threading.Thread(target=run, name="tasklock-reaper-start", daemon=True).start()
 

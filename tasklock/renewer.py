@@ -16,6 +16,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from django.db import connections
+
 if TYPE_CHECKING:
     from .lock import Lock
 
@@ -64,6 +66,7 @@ class Renewer:
         with self._condition:
             while True:
                 if not self._due:
+                    connections.close_all()  # idle: a database cache's connection is not kept
                     self._condition.wait()
                     continue
                 due, _, lock = self._due[0]

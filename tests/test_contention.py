@@ -13,7 +13,7 @@ CONTENDERS = 6
 
 
 def contend(
-    tmp_path, cache: str, seconds: float = 2.0, hold: float = 0.002, allow_locmem=False, lease=None, name=None
+    tmp_path, cache: str, seconds=2.0, hold=0.002, allow_locmem=False, lease=None, name=None, once=False
 ):
     """Run the contender processes on one lock; their ``[start, end, token]`` intervals."""
     name = name or f"contention:{uuid.uuid4().hex}"
@@ -33,6 +33,7 @@ def contend(
                 str(out),
                 *(["--allow-locmem"] if allow_locmem else []),
                 *([f"--lease={lease}"] if lease else []),
+                *(["--once"] if once else []),
             ],
             env=os.environ.copy(),
         )

@@ -153,10 +153,12 @@ def test_renew_must_be_a_bool(bad, redis_server):
         Lock(unique(), timeout=1, renew=bad)
 
 
-def test_renewed_locks_exclude_across_processes_for_five_leases(lock_cache, tmp_path):
+@pytest.mark.parametrize("cache", ["default", "memcached"])
+def test_renewed_locks_exclude_across_processes_for_five_leases(cache, tmp_path, request):
     """Each holder keeps the lock for 5 leases while others contend: still one at a time."""
     lease, hold = 0.6, 3.0  # five leases; each contender holds once, so the lock changes hands
-    per_process = contend(tmp_path, lock_cache, seconds=2 * hold + 1.5, hold=hold, lease=lease, once=True)
+    request.getfixturevalue("redis_server" if cache == "default" else "memcached_server")
+    per_process = contend(tmp_path, cache, seconds=2 * hold + 1.5, hold=hold, lease=lease, once=True)
     acquisitions = sum(map(len, per_process))
     assert acquisitions >= 2 and sum(1 for spans in per_process if spans) >= 2
     assert overlaps(per_process) == 0

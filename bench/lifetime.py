@@ -170,6 +170,7 @@ def _summary(label: str, seconds: list[float]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.lifetime", description=__doc__)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--restarts", type=int, default=3, help="runs of the (slow) whole-worker case")
     options = parser.parse_args(argv)
     from .environment import servers
 
@@ -185,7 +186,8 @@ def main(argv: list[str] | None = None) -> None:
             ]
         finally:
             _stop(worker)
-        rows.append(_summary("worker killed and restarted", [restart(log) for _ in range(options.runs)]))
+        if options.restarts:
+            rows.append(_summary("worker killed and restarted", [restart(log) for _ in range(options.restarts)]))
         print("\n== time from a holder's death to its lock being free", *rows, sep="\n", flush=True)
         load = renewal_load()
         print("\n== renewal load: 1,000 renewing locks (3 s lease) in one process, 10 s")

@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             _stop(worker)
         if options.restarts:
-            rows.append(_summary("worker killed and restarted", [restart(log) for _ in range(options.restarts)]))
+            restarts = [restart(log) for _ in range(options.restarts)]
+            rows.append(_summary("worker killed and restarted", restarts))
         print("\n== time from a holder's death to its lock being free", *rows, sep="\n", flush=True)
         load = renewal_load()
         print("\n== renewal load: 1,000 renewing locks (3 s lease) in one process, 10 s")

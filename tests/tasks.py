@@ -148,7 +148,7 @@ def wait_for(self, item: str) -> str:
 
 
 @app.task(bind=True, max_retries=200)
-@task_lock(key="game_id", timeout=0.6, on_locked="retry", countdown=0.1)
+@task_lock(key="game_id", timeout=0.8, on_locked="retry", countdown=0.1)
 def long_update(self, game_id: int, run_id: str, hold: float) -> str:
     """Runs for many leases of its renewing lock."""
     started = time.monotonic()

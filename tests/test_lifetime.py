@@ -100,7 +100,7 @@ def test_a_dying_waiter_leaves_the_holders_lock_alone():
 
 def test_a_body_running_five_leases_keeps_its_lock_against_contenders():
     run_id = uuid.uuid4().hex
-    results = [tasks.long_update.delay(3, run_id, 3.0) for _ in range(3)]  # 5 leases of 0.6 s each
+    results = [tasks.long_update.delay(3, run_id, 4.0) for _ in range(3)]  # 5 leases of 0.8 s each
     assert [r.get(timeout=120) for r in results] == ["ran"] * 3
     spans = intervals(run_id)
     assert len(spans) == 3

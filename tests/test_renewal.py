@@ -134,9 +134,9 @@ def test_fifty_renewing_locks_one_thread(redis_server):
 
 
 def test_renewing_context_manager(lock_cache):
-    with lock(unique(), timeout=0.5, cache=lock_cache, renew=True) as held:
+    with lock(unique(), timeout=1, cache=lock_cache, renew=True) as held:
         assert held
-        time.sleep(1.2)
+        time.sleep(2.5)  # 2.5 leases
         assert held.owned() and not held.lost
     assert not held.locked()
 
@@ -168,10 +168,10 @@ def test_renewed_locks_exclude_across_processes_for_five_leases(cache, tmp_path,
 def test_task_lock_renews_by_default_and_checks_the_lease_at_decoration(redis_server):
     from tasklock import held_lock, task_lock
 
-    @task_lock((), timeout=0.6)
+    @task_lock((), timeout=1)
     def work():
         held = held_lock()
-        time.sleep(1.5)  # 2.5 leases
+        time.sleep(2.5)  # 2.5 leases
         return held.renew, held.owned(), held.lost
 
     assert held_lock() is None

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from . import handoff, locks, report, task_overhead
+from . import contention, handoff, locks, report, task_overhead
 from .environment import machine, servers
 
 LISTING = os.path.join(os.path.dirname(os.path.abspath(__file__)), "listing.py")
@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
         _print_section("uncontended lock cycles", report.lock_table(lock_rows))
         handoff_rows = handoff.run(rounds=5) if options.quick else handoff.run()
         _print_section("handoff under contention", report.handoff_table(handoff_rows))
+        contention_rows = contention.run(counts=(4, 8), repeats=1) if options.quick else contention.run()
+        _print_section("contention", report.contention_table(contention_rows))
         quick_tasks = ((0.0, 100, 2), (0.010, 40, 1))
         workloads = task_overhead.run(quick_tasks) if options.quick else task_overhead.run()
         _print_section("Celery task overhead", report.task_table(workloads))
@@ -58,7 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{minutes:.1f} min", flush=True)
     if not options.quick:
         report.plot(lock_rows)
-        report.write(report.markdown(facts, lock_rows, workloads, handoff_rows, minutes, listing))
+        report.write(
+            report.markdown(facts, lock_rows, workloads, handoff_rows, contention_rows, minutes, listing)
+        )
         print(f"wrote {report.MARKDOWN} and {report.PLOT}")
     if status:
         raise SystemExit(status)

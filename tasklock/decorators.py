@@ -62,6 +62,7 @@ class LockSpec:
     renew: bool = True
     unique: Mode = WHILE_EXECUTING
     on_duplicate: OnDuplicate = "existing"
+    fair: bool = False
 
 
 def held_lock() -> Lock | None:
@@ -126,6 +127,7 @@ def task_lock(
     renew: bool = True,
     unique: Mode = WHILE_EXECUTING,
     on_duplicate: OnDuplicate = "existing",
+    fair: bool = False,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Hold a lock named from the task and its arguments while the body runs.
 
@@ -140,7 +142,7 @@ def task_lock(
     ``unique`` (with ``base=tasklock.celery.UniqueTask``) also locks at publish time:
     ``until_executing``, ``until_executed``, ``until_and_while_executing``; a duplicate
     publish returns the existing task's result (``on_duplicate="existing"``) or raises
-    ``DuplicateTask``.
+    ``DuplicateTask``. ``fair`` serves ``wait``-ers in arrival order (Redis caches only).
     """
     if unique not in MODES:
         raise ValueError(f"task_lock unique must be one of {MODES}, got {unique!r}")
@@ -160,7 +162,10 @@ def task_lock(
         renew=renew,
         unique=unique,
         on_duplicate=on_duplicate,
+        fair=fair,
     )
+    if not isinstance(fair, bool):
+        raise ValueError(f"task_lock fair must be True or False, got {fair!r}")
     if not isinstance(renew, bool):
         raise ValueError(f"task_lock renew must be True or False, got {renew!r}")
     if renew and spec.timeout is not None and spec.timeout < MIN_RENEWED_TIMEOUT:
@@ -204,7 +209,7 @@ def task_lock(
                 if task_id:  # the queue lock goes as the body starts; the body runs unlocked
                     free_queued(name, cache, task_id)
                 return fn(*args, **kwargs)
-            held = Lock(name, spec.timeout, cache, renew=spec.renew)
+            held = Lock(name, spec.timeout, cache, renew=spec.renew, fair=fair)
             if not _take(held, task_id):
                 return _contended(held.name, task, running)
             holding = _holding.set(held)

@@ -38,6 +38,14 @@ def _encode(
     )
 
 
+def around_times(value: str) -> tuple[str, str]:
+    """An encoded holder's text before its ``acquired_at`` number (field name included) and
+    after its ``expires_at`` number, for a server to fill in its own clock. Inside a JSON
+    string every quote is escaped, so ``,"acquired_at":`` can only be the field itself."""
+    head, field, rest = value.partition(',"acquired_at":')
+    return head + field, rest[rest.index(',"timeout":') :]
+
+
 @dataclass(frozen=True, slots=True)
 class Holder:
     """Who holds a lock, since when and until when (epoch seconds)."""

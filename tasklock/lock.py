@@ -28,6 +28,8 @@ logger = logging.getLogger("tasklock")
 
 #: the first pause of a polling blocking acquire; it doubles up to the backend's max_poll
 FIRST_POLL = 0.001
+#: the shortest wait for a grant (BLPOP rounds a shorter one to 0, which blocks for ever)
+MIN_BLOCK = 0.001
 #: the shortest lease a renewing lock may have (it is renewed every third of it)
 MIN_RENEWED_TIMEOUT = 0.3
 #: a renewal that could not reach the cache is tried again after this share of the lease
@@ -54,6 +56,15 @@ def cache_alias(cache: object) -> str:
     return cache
 
 
+def granted_at(joined: tuple[float, int], server_us: int) -> float:
+    """When a grant made at the server's ``server_us`` happened on our monotonic clock, no
+    later than it did (so the lock's local deadline errs on the safe side): the last time we
+    were seen in line (``joined``: our clock before that call, the server's during it) plus
+    the server's time since, at most now."""
+    local, server = joined
+    return min(time.monotonic(), max(local, local + (server_us - server) / 1e6))
+
+
 def _running_task() -> tuple[str | None, str | None]:
     task = current_task._get_current_object()
     if task is None:
@@ -67,7 +78,9 @@ class Lock:
     Only the holder's random ``token`` can release or extend it. ``bool(lock)`` is a local
     flag (held and not past the local deadline); ``owned()`` asks the cache. With
     ``renew=True`` the timeout is a lease that this process's renewer extends every third
-    of it while the lock is held; ``lost`` tells whether a renewal found it gone.
+    of it while the lock is held; ``lost`` tells whether a renewal found it gone. On Redis a
+    blocking acquire waits in line and a release hands the lock to the first live waiter;
+    ``fair=True`` also keeps a newcomer from taking a free lock ahead of the line.
 
     A Lock may be used from any thread (one at a time): each thread talks to the cache through
     its own cache object, as Django gives every thread one (pymemcache's client is not
@@ -75,7 +88,13 @@ class Lock:
     """
 
     def __init__(
-        self, name: str, timeout: float | None = None, cache: str | None = None, *, renew: bool = False
+        self,
+        name: str,
+        timeout: float | None = None,
+        cache: str | None = None,
+        *,
+        renew: bool = False,
+        fair: bool = False,
     ) -> None:
         if not isinstance(name, str) or not name:
             got = shown(name) if isinstance(name, str) else type(name).__name__
@@ -93,6 +112,15 @@ class Lock:
         self.cache_alias = cache_alias(cache)
         self.token = os.urandom(16).hex()  # what secrets.token_hex(16) does, one call less
         self._backend = get_backend(self.cache_alias)
+        if not isinstance(fair, bool):
+            raise ValueError(f"fair must be True or False, got {fair!r}")
+        if fair and not self._backend.hands_over:
+            raise ValueError(
+                f"fair=True needs a cache whose release hands the lock to the next waiter in line "
+                f"(Redis); cache {self.cache_alias!r} ({type(self._backend.cache).__name__}) has "
+                "waiters poll, so it cannot serve them in order"
+            )
+        self.fair = fair
         #: the thread whose cache object ``_backend`` wraps
         self._thread = get_ident()
         try:  # making the key encodes the name: only a lone surrogate makes UTF-8 fail
@@ -137,7 +165,8 @@ class Lock:
             raise self._failed(backend, operation, exc) from exc
 
     def acquire(self, blocking: bool = False, wait: float | None = None) -> bool:
-        """Take the lock: one try, or with ``blocking`` until it is free or ``wait`` runs out."""
+        """Take the lock: one try, or with ``blocking`` until it is free (or handed over, in
+        line) or ``wait`` runs out."""
         if wait is not None:
             if not blocking:
                 raise ValueError("wait= needs blocking=True; a non-blocking acquire tries once")
@@ -149,6 +178,8 @@ class Lock:
         give_up = math.inf if wait is None else started + wait
         task_name, task_id = _running_task()
         backend = self._backend if get_ident() == self._thread else get_backend(self.cache_alias)
+        if self.fair or (blocking and backend.hands_over):
+            return self._in_line(backend, started, give_up if blocking else started, task_name, task_id)
         pause = FIRST_POLL
         while True:
             attempt = time.monotonic()
@@ -165,6 +196,36 @@ class Lock:
                 return False
             self._call(backend, "wait", self._key, remaining, pause * random.uniform(0.5, 1))
             pause = min(pause * 2, backend.max_poll)
+
+    def _in_line(
+        self, backend: LockBackend, started: float, give_up: float, task_name: str | None, task_id: str | None
+    ) -> bool:
+        """Acquire where waiters wait in line and a release hands the lock over: take it, or
+        join the line and block for the grant until ``give_up``; then leave the line (keeping
+        a grant made meanwhile). ``give_up == started``: one try, never in line."""
+        joined: tuple[float, int] | None = None  # when we were last seen in line: local, server µs
+        while True:
+            attempt = time.monotonic()
+            stay = min(give_up - attempt, backend.max_block)
+            value = Holder.encode_here(self.token, self.name, time.time(), self.timeout, task_name, task_id)
+            turn = self._call(
+                backend, "take_or_queue", self._key, value, self.timeout, self.token, stay, self.fair
+            )
+            if not turn.fence and stay > 0:
+                joined = (attempt, turn.server_us)
+                block = max(MIN_BLOCK, stay if turn.expires_in is None else min(stay, turn.expires_in))
+                turn = self._call(backend, "await_grant", self._key, self.token, block, self.timeout)
+            elif not turn.fence and joined is not None:
+                turn = self._call(backend, "leave", self._key, self.token, self.timeout)
+            if turn and turn.fence:
+                if turn.value is None:
+                    self._took(backend, value, turn.fence, attempt, started)
+                else:  # handed over by the server: it started when the grant was made
+                    since = granted_at(joined, turn.server_us) if joined else started
+                    self._took(backend, turn.value, turn.fence, since, started)
+                return True
+            if stay <= 0:
+                return False
 
     def _took(self, backend: LockBackend, value: str, added: int, attempt: float, started: float) -> None:
         """Record a won acquisition: the value written, deadline, fencing token, renewal."""
@@ -332,9 +393,10 @@ def lock(
     blocking: bool = False,
     wait: float | None = None,
     renew: bool = False,
+    fair: bool = False,
 ) -> Iterator[Lock]:
     """Try to take ``name``; yields the Lock, falsy when someone else holds it."""
-    held = Lock(name, timeout, cache, renew=renew)
+    held = Lock(name, timeout, cache, renew=renew, fair=fair)
     acquired = held.acquire(blocking=blocking, wait=wait)
     try:
         yield held

@@ -2,7 +2,6 @@
 tasklock.contrib's cluster clients, and through django-valkey's cluster backend."""
 
 import threading
-import time
 
 import pytest
 import redis
@@ -13,8 +12,10 @@ from redis.crc import key_slot
 import tasklock
 from tasklock import Lock, LockError
 from tasklock.backends import get_backend
+from tasklock.holder import Holder
 from tests.test_checks import messages
 from tests.test_contention import CONTENDERS, contend, overlaps
+from tests.waiting import wait_until
 
 #: names whose keys hold braces: a hash tag of their own, an empty one, an unclosed one
 BRACED = ["plain", "a{b}c", "x{}y", "open{", "}{z}", "{whole}"]
@@ -52,37 +53,27 @@ def test_companion_keys_share_the_lock_keys_slot(cluster_cache, cluster, name):
     backend = get_backend(cluster_cache)
     key, *companions = backend.companions(backend.key(name))
     assert {key_slot(k.encode()) for k in companions} == {key_slot(key.encode())}
-    assert [c.partition("}")[2] for c in companions] == [key + " wake", key + " waiting"]
+    assert [c.partition("}")[2] for c in companions] == [key + " line", key + " tickets"]
 
 
 @pytest.mark.parametrize("name", BRACED)
-def test_a_release_wakes_a_blocked_waiter(cluster_cache, cluster, name):
-    """The release script's keys are in one slot (no CROSSSLOT) and its wake-up reaches the
-    waiter at once, well before the waiter's own re-check (MAX_BLOCK, 1 s)."""
+@pytest.mark.parametrize("fair", [False, True])
+def test_a_release_hands_the_lock_to_a_waiter_in_line(cluster_cache, cluster, name, fair):
+    """The line scripts' keys, declared and computed (a waiter's grant list), are in one slot
+    (no CROSSSLOT), and the release itself gives the lock to the waiter."""
     held = Lock(name, timeout=30, cache=cluster_cache)
     assert held.acquire()
-    backend = get_backend(cluster_cache)
-    _, _, waiting = backend.companions(held._key)
-    got = {}
-
-    def wait() -> None:
-        waiter = Lock(name, timeout=30, cache=cluster_cache)
-        got["acquired"] = waiter.acquire(blocking=True, wait=10)
-        got["at"] = time.monotonic()
-        waiter.release()
-
-    thread = threading.Thread(target=wait)
+    tickets = get_backend(cluster_cache).companions(held._key)[2]
+    waiter = Lock(name, timeout=30, cache=cluster_cache, fair=fair)
+    got = []
+    thread = threading.Thread(target=lambda: got.append(waiter.acquire(blocking=True, wait=10)))
     thread.start()
-    deadline = time.monotonic() + 10
-    while not cluster.exists(waiting):  # the waiter has marked the key: it is blocked
-        assert time.monotonic() < deadline, "the waiter never blocked"
-        time.sleep(0.005)
-    time.sleep(0.02)  # let it enter BLPOP (a release before that is seen by its re-check)
-    released_at = time.monotonic()
+    wait_until(lambda: cluster.hexists(tickets, waiter.token), "the waiter joins the line")
     assert held.release()
+    assert Holder.decode(cluster.get(held._key)).token == waiter.token, "handed over by the release"
     thread.join(15)
-    assert got["acquired"]
-    assert got["at"] - released_at < 0.5, "woken by the release, not by a timeout"
+    assert got == [True] and waiter.owned() and waiter.fencing_token is None
+    assert waiter.release()
 
 
 def test_mutual_exclusion_across_processes(cluster_cache, tmp_path):

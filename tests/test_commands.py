@@ -17,7 +17,6 @@ from django.test import override_settings
 from tasklock import Lock
 from tasklock.backends import get_backend, memcached_index
 from tasklock.backends.memcached_index import SEPARATOR
-from tasklock.backends.redis import WAITING_SUFFIX
 from tasklock.clearing import force_clear, os_user
 from tasklock.holder import Holder
 from tasklock.inventory import Inventory
@@ -266,19 +265,23 @@ def test_redis_key_prefix_with_glob_characters_is_escaped(redis_server, prefix):
 
 
 def test_redis_side_keys_are_not_listed(redis_server, prefix):
-    """Waiters' keys sit beside the lock key, which never holds a space; they are no locks."""
+    """The line, its tickets and a grant sit beside the lock key, which never holds a space;
+    they are no locks."""
     with override_settings(TASKLOCK={"CACHE": "default", "KEY_PREFIX": prefix}):
         held = Lock("woken", timeout=60)
         held.acquire()
         client = get_backend().client
-        client.rpush(get_backend().key("woken") + " wake", 1)
-        client.set(get_backend().key("woken") + " waiting", 1)
+        _, line, tickets = get_backend().companions(held._key)
+        side = (line, tickets, tickets + " token")
+        client.rpush(line, "token")
+        client.hset(tickets, "token", "1 1 1 {}")
+        client.rpush(tickets + " token", "1 1 {}")
         try:
             assert [entry["name"] for entry in locks_json()] == ["woken"]
             assert Inventory().page(None, 0, 10)[0] == 1
         finally:
             held.release()
-            client.delete(*(get_backend().key("woken") + suffix for suffix in (" wake", " waiting")))
+            client.delete(*side)
 
 
 def test_redis_blocked_waiter_gets_the_lock_and_the_listing_shows_it(redis_server, prefix):
@@ -288,8 +291,8 @@ def test_redis_blocked_waiter_gets_the_lock_and_the_listing_shows_it(redis_serve
         waiter = Lock("handed", timeout=60)
         thread = threading.Thread(target=waiter.acquire, kwargs={"blocking": True, "wait": 5})
         thread.start()
-        waiting = get_backend().key("handed") + WAITING_SUFFIX
-        wait_until(lambda: get_backend().client.exists(waiting), "the waiter marks the key")
+        tickets = get_backend().companions(held._key)[2]
+        wait_until(lambda: get_backend().client.exists(tickets), "the waiter joins the line")
         assert [entry["name"] for entry in locks_json()] == ["handed"], "one lock, however many wait"
         held.release()
         thread.join()
@@ -552,7 +555,7 @@ def test_database_listing_is_case_sensitive(database_cache_on, prefix):
 
 @pytest.mark.parametrize("alias", ["default", "redis"])
 def test_redis_force_clear_wakes_a_blocked_waiter(redis_server, prefix, alias):
-    """A force-clear hands the lock to a waiter at once, as a release does (not at its next poll)."""
+    """A force-clear hands the lock to the waiter in line at once, as a release does."""
     with override_settings(TASKLOCK={"CACHE": alias, "KEY_PREFIX": prefix}):
         held = Lock("stuck", timeout=60)
         assert held.acquire()
@@ -560,15 +563,10 @@ def test_redis_force_clear_wakes_a_blocked_waiter(redis_server, prefix, alias):
         got = []
         thread = threading.Thread(target=lambda: got.append(waiter.acquire(blocking=True, wait=10)))
         thread.start()
-        backend = get_backend()
-        mark = backend.key("stuck") + " waiting"
-        deadline = time.monotonic() + 5
-        while not backend.client.exists(mark):  # the waiter is about to block
-            assert time.monotonic() < deadline, "the waiter never marked the key"
-            time.sleep(0.001)
-        time.sleep(0.05)  # into its BLPOP, which lasts up to a second
-        cleared = time.monotonic()
+        tickets = get_backend().companions(held._key)[2]
+        wait_until(lambda: get_backend().client.hexists(tickets, waiter.token), "the waiter joins the line")
         assert force_clear("stuck", by="test", via="command")
+        assert Holder.decode(get_backend().client.get(held._key)).token == waiter.token
         thread.join(5)
-        assert got == [True] and time.monotonic() - cleared < 0.5
+        assert got == [True]
         assert waiter.release()

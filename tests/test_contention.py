@@ -9,11 +9,21 @@ import sys
 import time
 import uuid
 
+import pytest
+
 CONTENDERS = 6
 
 
 def contend(
-    tmp_path, cache: str, seconds=2.0, hold=0.002, allow_locmem=False, lease=None, name=None, once=False
+    tmp_path,
+    cache: str,
+    seconds=2.0,
+    hold=0.002,
+    allow_locmem=False,
+    lease=None,
+    name=None,
+    once=False,
+    fair=False,
 ):
     """Run the contender processes on one lock; their ``[start, end, token]`` intervals."""
     name = name or f"contention:{uuid.uuid4().hex}"
@@ -34,6 +44,7 @@ def contend(
                 *(["--allow-locmem"] if allow_locmem else []),
                 *([f"--lease={lease}"] if lease else []),
                 *(["--once"] if once else []),
+                *(["--fair"] if fair else []),
             ],
             env=os.environ.copy(),
         )
@@ -68,3 +79,13 @@ def test_mutual_exclusion(lock_cache, tmp_path):
     assert acquisitions > 0
     assert sum(1 for spans in per_process if spans) >= 2, "the lock must change hands"
     assert overlaps(per_process) == 0
+
+
+@pytest.mark.parametrize("cache", ["default", "redis"])
+def test_mutual_exclusion_fair(cache, redis_server, tmp_path):
+    """Fair waiters, handed the lock by each release: never two holders, every one served."""
+    per_process = contend(tmp_path, cache, fair=True)
+    assert all(per_process), "in line, every process gets its turns"
+    assert overlaps(per_process) == 0
+    tokens = [token for _, _, token in sorted(span for spans in per_process for span in spans)]
+    assert tokens == sorted(set(tokens)), "fencing tokens grow with every handover"

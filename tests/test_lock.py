@@ -8,6 +8,7 @@ import pytest
 from django.db import transaction
 
 from tasklock import Lock, LockError, LockNotAcquired, lock
+from tasklock.backends import get_backend
 from tasklock.conf import MAX_TIMEOUT
 from tasklock.signals import lock_acquired, lock_released
 
@@ -239,21 +240,23 @@ def test_half_of_a_memcached_cluster_down_never_reads_as_contention(memcached_se
 
 
 @pytest.mark.parametrize("alias", ["default", "redis"])
-def test_redis_release_wakes_a_blocked_waiter_and_only_then_pushes(alias, redis_server):
-    """Waiters BLPOP a wake-up list that the release script pushes to, but only when a
-    waiter marked the key: an uncontended release writes nothing beside the lock."""
+def test_redis_release_hands_the_lock_to_a_waiter_in_line(alias, redis_server):
+    """A blocked waiter waits in line; the release script itself gives it the lock (stamped by
+    the server), so the lock is never free while someone waits; the waiter owns it, with a
+    local deadline on the safe side. An uncontended acquire and release write nothing beside
+    the lock."""
     import threading
 
     import redis as redis_py
 
-    from tasklock.backends.redis import WAITING_SUFFIX, WAKE_SUFFIX
+    from tasklock.holder import Holder
     from tests.waiting import wait_until
 
     client = redis_py.Redis(port=redis_server.port)
     alone = Lock(unique(), timeout=30, cache=alias)
     alone.acquire()
     alone.release()
-    assert not client.keys(f"*{alone.name}*"), "no wake-up list without a waiter"
+    assert not client.keys(f"*{alone.name}*"), "no line without a waiter"
 
     held = Lock(unique(), timeout=30, cache=alias)
     held.acquire()
@@ -261,23 +264,28 @@ def test_redis_release_wakes_a_blocked_waiter_and_only_then_pushes(alias, redis_
     got = []
     thread = threading.Thread(target=lambda: got.append(waiter.acquire(blocking=True, wait=20)))
     thread.start()
-    # the waiter marked the key: it is in (or entering) its first BLPOP, which would last 1 s
-    wait_until(lambda: client.exists(held._key + WAITING_SUFFIX), "the waiter marks the key")
-    released_at = time.monotonic()
+    _, line, tickets = get_backend(alias).companions(held._key)
+    wait_until(lambda: client.hexists(tickets, waiter.token), "the waiter joins the line")
+    before = time.time()
     held.release()
+    holder = Holder.decode(client.get(held._key))
+    assert holder.token == waiter.token, "handed over by the release itself"
     thread.join(20)
-    # without the wake-up the waiter would look again only ~0.9 s after the release
-    assert got == [True] and time.monotonic() - released_at < 0.5
-    assert not client.exists(held._key + WAKE_SUFFIX), "the waiter took the wake-up"
-    waiter.release()
+    assert got == [True]
+    assert holder == waiter.holder and waiter.owned()
+    assert before - 1 < holder.acquired_at < time.time() + 1, "stamped by the server's clock"
+    assert holder.expires_at == pytest.approx(holder.acquired_at + 30, abs=1e-5)
+    assert waiter._deadline - time.monotonic() <= client.pttl(held._key) / 1000 + 0.01
+    assert isinstance(waiter.fencing_token, int) and waiter.fencing_token > held.fencing_token
+    assert not client.exists(line) and not client.exists(tickets), "the line is empty"
+    assert not client.keys(f"*{held.name}* *"), "the grant was taken"
+    assert waiter.release() and not client.keys(f"*{held.name}*")
 
 
 def test_memcached_sockets_send_at_once(memcached_server):
     """The index's noreply writes would make the next request wait ~40 ms for a delayed ACK
     under Nagle's algorithm: the adapter turns it off on the cache's sockets."""
     import socket
-
-    from tasklock.backends import get_backend
 
     with Lock(unique(), timeout=5, cache="memcached"):
         pass

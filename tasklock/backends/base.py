@@ -57,6 +57,9 @@ class LockBackend(ABC):
     remembered_keys: ClassVar[int] = 4096
     #: whether ``add`` hands out fencing tokens (issued atomically with the acquisition)
     fences: ClassVar[bool] = False
+    #: whether blocked waiters wait in line and a release hands the lock to the first of them
+    #: (``take_or_queue``, ``await_grant``, ``leave``); other backends' waiters poll (``wait``)
+    hands_over: ClassVar[bool] = False
 
     def __init__(self, cache: Any) -> None:
         self.cache = cache

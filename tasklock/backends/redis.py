@@ -2,10 +2,9 @@
 round trip per operation.
 
 Acquire is ``SET NX PX`` (milliseconds, so sub-second timeouts are kept); release and extend
-are Lua compare-and-act scripts run on the write client. Blocked waiters ``BLPOP`` a wake-up
-list beside the key instead of polling; a waiter marks the key as waited for before it blocks,
-and only then does a release push to that list, so an uncontended release costs no more than
-a bare compare-and-delete.
+are Lua compare-and-act scripts run on the write client. Blocked waiters wait in line and a
+release hands the lock to the first of them (``redis_line``); an uncontended release finds no
+line and costs no more than a bare compare-and-delete.
 """
 
 from __future__ import annotations
@@ -17,38 +16,33 @@ from typing import Any
 
 from ..conf import conf
 from ..exceptions import LockError
+from ..holder import around_times
 from .base import LockBackend, Stored, text
 from .redis_clients import ERRORS, LuaScript, is_cluster
+from .redis_line import (
+    LEAVE,
+    LINE,
+    LINE_SUFFIX,
+    LINE_TTL_MS,
+    NEXT_TOKEN,
+    TAKE_OR_QUEUE,
+    TICKET_SLACK_MS,
+    TICKETS_SUFFIX,
+    Turn,
+    ticket,
+)
 
-#: a wake-up list is the lock key plus this; the lock name part of a key never holds a space
-WAKE_SUFFIX = " wake"
-#: how long a wake-up nobody took stays in the list (ms)
-WAKE_TTL_MS = 1000
-#: the waiters' mark is the lock key plus this; it outlives a waiter's BLPOP by MARK_SLACK_MS
-WAITING_SUFFIX = " waiting"
-MARK_SLACK_MS = 100
-#: the longest single BLPOP; a waiter re-checks the lock at least this often (s)
-MAX_BLOCK = 1.0
+#: the longest single wait (BLPOP) of a waiter in line; it then renews its ticket (s)
+MAX_BLOCK = 0.5
 #: keys asked of each SCAN step when listing locks
 SCAN_COUNT = 1000
 
-#: SET NX PX and, only if it stored, the next fencing token, in one atomic step. The token
-#: is the counter + 1, or the server's clock in microseconds when that is larger, so it keeps
-#: growing even if the counter key is lost (a restart without persistence, an eviction).
-_NEXT_TOKEN = b"""
-local now = redis.call('time')
-local token = (tonumber(redis.call('get', KEYS[2])) or 0) + 1
-local clock = now[1] * 1000000 + now[2]
-if clock > token then token = clock end
-redis.call('set', KEYS[2], string.format('%d', token))
-"""
-
 _ACQUIRE = LuaScript(
-    b"""
+    NEXT_TOKEN
+    + b"""
 if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
-"""
-    + _NEXT_TOKEN
-    + b"return token",
+return next_token(KEYS[2])
+""",
 )
 
 #: store ARGV[1] for ARGV[2] ms if KEYS[1] is absent (nil), else return what is there: a
@@ -75,53 +69,37 @@ end
 #: issue the next fencing token (KEYS[2] the counter)
 _CLAIM = LuaScript(
     _QUEUED_BY
+    + NEXT_TOKEN
     + b"""
 local stored = redis.call('get', KEYS[1])
 if stored and not queued_by(stored) then return 0 end
 redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
-"""
-    + _NEXT_TOKEN
-    + b"return token",
+return next_token(KEYS[2])
+""",
 )
 
 #: take the run lock KEYS[1] (SET NX + token), then free KEYS[3] if it is task ARGV[3]'s
 #: queue lock: one step, so no duplicate fits between the two locks
 _HAND_OVER = LuaScript(
     _QUEUED_BY
+    + NEXT_TOKEN
     + b"""
 if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
-"""
-    + _NEXT_TOKEN
-    + b"""
+local token = next_token(KEYS[2])
 local queued = redis.call('get', KEYS[3])
 if queued and queued_by(queued) then redis.call('del', KEYS[3]) end
 return token
 """,
 )
 
-#: after a delete: wake a blocked waiter if one marked the key (KEYS[2] the wake-up list,
-#: KEYS[3] the mark; the last ARGV is the wake-up's TTL in ms)
-_WAKE_WAITER = b"""
-if redis.call('exists', KEYS[3]) == 1 then
-  redis.call('del', KEYS[2])
-  redis.call('rpush', KEYS[2], 1)
-  redis.call('pexpire', KEYS[2], ARGV[#ARGV])
-end
-"""
-
+#: an owner-checked delete; the lock then goes to the next live waiter in line, if any
 _RELEASE = LuaScript(
-    b"""
+    LINE
+    + b"""
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('del', KEYS[1])
-"""
-    + _WAKE_WAITER
-    + b"return 1",
-)
-
-_MARK_WAITING = LuaScript(
-    b"""
-redis.call('set', KEYS[2], 1, 'PX', ARGV[1])
-return redis.call('pttl', KEYS[1])
+hand_over()
+return 1
 """,
 )
 
@@ -134,15 +112,17 @@ return 1
 )
 
 
-#: a force-clear: delete whatever the key holds, return it, and wake a waiter as a release does
+#: a force-clear: delete whatever the key holds, return it, and hand the lock over as a
+#: release does
 _CLEAR = LuaScript(
-    b"""
+    LINE
+    + b"""
 local value = redis.call('get', KEYS[1])
 if not value then return false end
 redis.call('del', KEYS[1])
-"""
-    + _WAKE_WAITER
-    + b"return value",
+hand_over()
+return value
+""",
 )
 
 
@@ -196,6 +176,7 @@ class RedisBackend(LockBackend):
     family = "redis"
     errors = ERRORS
     fences = True
+    hands_over = True
 
     def __init__(self, cache: Any, client: Any = None) -> None:
         super().__init__(cache)
@@ -211,8 +192,12 @@ class RedisBackend(LockBackend):
         return self.client.connection_pool.connection_kwargs
 
     def companions(self, key: str) -> tuple[str, str, str]:
-        """The lock key, its wake-up list and its waiters' mark."""
-        return key, key + WAKE_SUFFIX, key + WAITING_SUFFIX
+        """The lock key, its waiting line and the line's tickets."""
+        return key, key + LINE_SUFFIX, key + TICKETS_SUFFIX
+
+    def line_keys(self, key: str) -> tuple[str, ...]:
+        """The keys of the line scripts: the companions, then the fencing counter if it fences."""
+        return (*self.companions(key), self._fence) if self.fences else self.companions(key)
 
     def add(self, key: str, value: str, timeout: float) -> int:
         if self.replicas:
@@ -269,22 +254,56 @@ class RedisBackend(LockBackend):
         return f"{where}, db {kwargs.get('db', 0)}"
 
     def delete_if(self, key: str, value: str) -> bool:
-        return bool(_RELEASE(self.companions(key), (value, WAKE_TTL_MS), client=self.client))
+        return bool(_RELEASE(self.line_keys(key), (value,), client=self.client))
 
     def replace_if(self, key: str, value: str, new_value: str, timeout: float) -> bool:
         args = (value, new_value, milliseconds(timeout))
         return bool(_EXTEND((key,), args, client=self.client))
 
-    def wait(self, key: str, remaining: float, pause: float) -> None:
-        block = min(remaining, self.max_block)
-        mark = milliseconds(block) + MARK_SLACK_MS
-        key, wake, waiting = self.companions(key)
-        ttl_ms = _MARK_WAITING((key, waiting), (mark,), client=self.client)
-        if ttl_ms == -2:  # released or expired since the failed SET: try again at once
-            return
-        seconds = min(block, ttl_ms / 1000) if ttl_ms > 0 else block
-        if seconds >= 0.001:
-            self.client.blpop([wake], timeout=seconds)
+    def take_or_queue(
+        self, key: str, value: str, timeout: float, token: str, stay: float, fair: bool
+    ) -> Turn:
+        """Take the lock if it is free (with ``fair``, only when no live waiter is ahead), or
+        collect a grant already made to ``token``; else, when ``stay`` > 0, join (or stay in)
+        the line, alive for ``stay`` seconds more."""
+        ttl = milliseconds(timeout)
+        entry = ticket(ttl, around_times(value)) if stay > 0 else ""
+        alive = milliseconds(stay) + TICKET_SLACK_MS if stay > 0 else 0
+        args = (value, ttl, token, entry, alive, "fair" if fair else "", LINE_TTL_MS)
+        turn = Turn.of(TAKE_OR_QUEUE(self.line_keys(key), args, client=self.client))
+        return self.confirmed(key, turn, value, timeout)
+
+    def await_grant(self, key: str, token: str, seconds: float, timeout: float) -> Turn | None:
+        """Block up to ``seconds`` for the grant of ``token``, which is in line."""
+        grant = self.client.blpop([self.companions(key)[2] + " " + token], timeout=seconds)
+        return None if grant is None else self.confirmed(key, Turn.granted(grant[1]), "", timeout)
+
+    def leave(self, key: str, token: str, timeout: float) -> Turn | None:
+        """Leave the line; the grant if the lock was handed to ``token`` meanwhile."""
+        grant = LEAVE(self.line_keys(key), (token,), client=self.client)
+        return None if grant is None else self.confirmed(key, Turn.granted(grant), "", timeout)
+
+    def confirmed(self, key: str, turn: Turn, value: str, timeout: float) -> Turn:
+        """``turn``, once ``REPLICAS`` replicas have the lock it took. The grant was written on
+        another connection, so the new holder rewrites its value (owner-checked) and ``WAIT``s
+        on its own: replication is in order, so that covers the grant. Too few confirmations
+        release the lock and raise ``LockError``, as ``add_confirmed`` does."""
+        if not (self.replicas and turn.fence):
+            return turn
+        stored = turn.value or value
+        pipe = self.pipeline_for(key)
+        pipe.eval(_EXTEND.body, 1, key, stored, stored, milliseconds(timeout))
+        pipe.execute_command("WAIT", self.replicas, self.replica_timeout_ms)
+        kept, confirmed = pipe.execute()
+        if not kept:
+            raise LockError(f"{self.server(key)}: the lock handed over was gone before replicas confirmed it")
+        if confirmed < self.replicas:
+            self.delete_if(key, stored)
+            raise LockError(
+                f"{self.server(key)}: only {confirmed} of {self.replicas} replicas (TASKLOCK['REPLICAS']) "
+                f"confirmed the lock within {self.replica_timeout_ms} ms; it was released, not acquired"
+            )
+        return turn
 
     def scan_match(self) -> tuple[str, int]:
         """The ``SCAN MATCH`` pattern of the lock keys and the length of their common start.
@@ -306,8 +325,8 @@ class RedisBackend(LockBackend):
         return stored_replies(keys, replies)
 
     def clear(self, key: str) -> str | None:
-        """``GET`` + ``DEL`` in one script, whatever the value; a blocked waiter is woken."""
-        raw = _CLEAR(self.companions(key), (WAKE_TTL_MS,), client=self.client)
+        """``GET`` + ``DEL`` in one script, whatever the value; the lock goes to the next waiter."""
+        raw = _CLEAR(self.line_keys(key), (), client=self.client)
         return text(raw)
 
 

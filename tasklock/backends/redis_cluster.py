@@ -1,8 +1,9 @@
 """Redis Cluster (and Valkey cluster), through a cluster client: every script's keys in one slot.
 
-A lock's wake-up list and waiters' mark must share its slot, whatever braces the lock key holds
-(a name may contain ``{``): they start with a hash tag ``{n}`` chosen so that ``n`` hashes to the
-lock key's slot, then spell the lock key. Listing scans every primary.
+A lock's waiting line and tickets (and so the waiters' grant lists, named after the tickets)
+must share its slot, whatever braces the lock key holds (a name may contain ``{``): they start
+with a hash tag ``{n}`` chosen so that ``n`` hashes to the lock key's slot, then spell the lock
+key. Listing scans every primary.
 
 No fencing tokens here: a token must be greater than every token the cache handed out before,
 for any lock name, and the lock keys of a cluster live on several primaries, each with its own
@@ -22,14 +23,13 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from .base import LockBackend, Stored
 from .redis import (
     READ_BODY,
-    WAITING_SUFFIX,
-    WAKE_SUFFIX,
     RedisBackend,
     milliseconds,
     scan_node,
     stored_replies,
 )
 from .redis_clients import LuaScript, node_client
+from .redis_line import LINE_SUFFIX, TICKETS_SUFFIX
 
 #: values and TTLs of keys of any slots served by the node it is sent to, passed as ARGV
 _READ_ON_NODE = LuaScript(b"#!lua flags=allow-cross-slot-keys,no-writes" + READ_BODY % b"ARGV")
@@ -69,7 +69,7 @@ class RedisClusterBackend(RedisBackend):
 
     def _companions(self, key: str) -> tuple[str, str, str]:
         tag = "{" + slot_tags()[key_slot(key.encode())] + "}"
-        return key, tag + key + WAKE_SUFFIX, tag + key + WAITING_SUFFIX
+        return key, tag + key + LINE_SUFFIX, tag + key + TICKETS_SUFFIX
 
     def add(self, key: str, value: str, timeout: float) -> int:
         if self.replicas:

@@ -1,0 +1,188 @@
+"""Waiting in line on Redis: a release hands the lock straight to the next live waiter.
+
+A blocked waiter joins the lock's line (a list of tokens, ``<key> line``) with a ticket
+(``<key> tickets``, token → ticket) that says until when it is alive, the TTL it asked for
+and its holder metadata, and then ``BLPOP``s its own grant list (``<key> tickets <token>``).
+A release (or a force-clear) that finds the line non-empty gives the lock to the first
+waiter whose ticket is still alive, in the same script: it stores that waiter's metadata,
+stamped with the server's clock, and pushes the grant (fencing token, server time, value).
+The lock is never free while someone live waits, so no newcomer barges in and nobody wakes
+for nothing; a waiter learns of its grant one hop after the release.
+
+A waiter renews its ticket each time its ``BLPOP`` times out (at most every ``MAX_BLOCK``), so
+a dead waiter's ticket is skipped after ``TICKET_SLACK_MS`` more. A grant already pushed is
+found by the next look (another ``take_or_queue``, or ``leave``): a missed wake-up is never a
+lost lock. With ``fair``, a free lock is taken only by the first live waiter in line.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from .base import text
+from .redis_clients import LuaScript
+
+#: the line and the tickets are the lock key plus these (a lock name part never holds a space)
+LINE_SUFFIX = " line"
+TICKETS_SUFFIX = " tickets"
+#: how long a ticket outlives its waiter's BLPOP, for the waiter to renew it (ms)
+TICKET_SLACK_MS = 200
+#: the line and its tickets outlive their last renewal by this (ms); every ticket dies sooner
+LINE_TTL_MS = 5000
+
+#: the next fencing token (counter KEYS[n] + 1, or the server's clock in µs when larger, so
+#: it keeps growing even if the counter key is lost: a restart without persistence, an eviction)
+NEXT_TOKEN = b"""
+local function next_token(counter)
+  local now = redis.call('time')
+  local token = (tonumber(redis.call('get', counter)) or 0) + 1
+  local clock = now[1] * 1000000 + now[2]
+  if clock > token then token = clock end
+  redis.call('set', counter, string.format('%d', token))
+  return token
+end
+"""
+
+#: KEYS: the lock, its line, its tickets, and the fencing counter where the backend fences.
+#: A ticket is "<alive until, server ms> <TTL ms> <head bytes> <head><tail>": the holder
+#: metadata around its two times, which the grant fills in.
+LINE = (
+    NEXT_TOKEN
+    + b"""
+local function clock()
+  local now = redis.call('time')
+  local seconds, micros = tonumber(now[1]), tonumber(now[2])
+  return seconds, micros, seconds * 1000 + math.floor(micros / 1000)
+end
+
+local function parts(ticket)
+  local _, stop, alive, ttl, size = string.find(ticket, '^(%d+) (%d+) (%d+) ')
+  size = tonumber(size)
+  return tonumber(alive), ttl, string.sub(ticket, stop + 1, stop + size), string.sub(ticket, stop + size + 1)
+end
+
+local function stamp(micros)
+  return string.format('%d.%06d', math.floor(micros / 1000000), micros % 1000000)
+end
+
+local function fence()
+  if KEYS[4] then return next_token(KEYS[4]) end
+  return 1
+end
+
+local function leave_line(waiter)
+  if redis.call('hdel', KEYS[3], waiter) == 1 then redis.call('lrem', KEYS[2], 1, waiter) end
+end
+
+-- the free lock goes to the first waiter whose ticket is alive; dead tickets are dropped
+local function hand_over()
+  local seconds, micros, now_ms = clock()
+  while true do
+    local waiter = redis.call('lpop', KEYS[2])
+    if not waiter then return end
+    local ticket = redis.call('hget', KEYS[3], waiter)
+    if ticket then
+      redis.call('hdel', KEYS[3], waiter)
+      local alive, ttl, head, tail = parts(ticket)
+      if alive >= now_ms then
+        local now = seconds * 1000000 + micros
+        local value = head .. stamp(now) .. ',"expires_at":' .. stamp(now + tonumber(ttl) * 1000) .. tail
+        redis.call('set', KEYS[1], value, 'PX', ttl)
+        local grant = KEYS[3] .. ' ' .. waiter
+        redis.call('rpush', grant, string.format('%d %d ', fence(), now) .. value)
+        redis.call('pexpire', grant, ttl)
+        return
+      end
+    end
+  end
+end
+
+-- the first waiter in line whose ticket is alive; dead ones ahead of it are dropped
+local function first_alive(now_ms)
+  while true do
+    local waiter = redis.call('lindex', KEYS[2], 0)
+    if not waiter then return nil end
+    local ticket = redis.call('hget', KEYS[3], waiter)
+    if ticket and parts(ticket) >= now_ms then return waiter end
+    redis.call('lpop', KEYS[2])
+    redis.call('hdel', KEYS[3], waiter)
+  end
+end
+"""
+)
+
+#: ARGV: value, TTL ms, token, ticket ('' to stay out of line), alive ms, 'fair' or '',
+#: LINE_TTL_MS.
+#: {2, grant} if the lock was handed over already; {1, fencing token} if taken now; else
+#: {0, the lock's PTTL, the server's time in µs}, in line when a ticket was given.
+TAKE_OR_QUEUE = LuaScript(
+    LINE
+    + b"""
+local grant = redis.call('lpop', KEYS[3] .. ' ' .. ARGV[3])
+if grant then return {2, grant} end
+local seconds, micros, now_ms = clock()
+if redis.call('exists', KEYS[1]) == 0 then
+  local first = ARGV[6] == 'fair' and first_alive(now_ms)
+  if not first or first == ARGV[3] then
+    redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    leave_line(ARGV[3])
+    return {1, fence()}
+  end
+end
+if ARGV[4] ~= '' then
+  local ticket = string.format('%d ', now_ms + tonumber(ARGV[5])) .. ARGV[4]
+  if redis.call('hset', KEYS[3], ARGV[3], ticket) == 1 then redis.call('rpush', KEYS[2], ARGV[3]) end
+  redis.call('pexpire', KEYS[2], ARGV[7])
+  redis.call('pexpire', KEYS[3], ARGV[7])
+end
+return {0, redis.call('pttl', KEYS[1]), string.format('%d', seconds * 1000000 + micros)}
+""",
+)
+
+#: ARGV: token. Leave the line: the grant if the lock was handed over meanwhile (it is the
+#: leaver's now), else false. A free lock goes on to the next waiter.
+LEAVE = LuaScript(
+    LINE
+    + b"""
+local grant = redis.call('lpop', KEYS[3] .. ' ' .. ARGV[1])
+if grant then return grant end
+leave_line(ARGV[1])
+if redis.call('exists', KEYS[1]) == 0 then hand_over() end
+return false
+""",
+)
+
+
+class Turn(NamedTuple):
+    """What one look at the line found."""
+
+    #: the fencing token (1 where the backend does not fence) once the lock is ours, else 0
+    fence: int = 0
+    #: the stored value when the lock was handed over (stamped by the server), else None
+    value: str | None = None
+    #: the server's clock (µs) when the lock was handed over, or when this look was made
+    server_us: int = 0
+    #: seconds the lock still lives, when it is held by someone else and has a TTL
+    expires_in: float | None = None
+
+    @classmethod
+    def granted(cls, raw: bytes) -> Turn:
+        """A grant: ``"<fencing token> <server µs> <value>"``."""
+        fence, server_us, value = text(raw).split(" ", 2)  # type: ignore[union-attr]
+        return cls(int(fence), value, int(server_us))
+
+    @classmethod
+    def of(cls, reply: list[Any]) -> Turn:
+        """A ``_TAKE_OR_QUEUE`` reply."""
+        if reply[0] == 2:
+            return cls.granted(reply[1])
+        if reply[0] == 1:
+            return cls(int(reply[1]))
+        pttl = int(reply[1])
+        return cls(0, None, int(reply[2]), pttl / 1000 if pttl > 0 else None)
+
+
+def ticket(ttl_ms: int, around_times: tuple[str, str]) -> str:
+    """A ticket's text after its alive time: the TTL, and the metadata ``around_times``."""
+    head, tail = around_times
+    return f"{ttl_ms} {len(head.encode())} {head}{tail}"

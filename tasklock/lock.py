@@ -204,28 +204,47 @@ class Lock:
         join the line and block for the grant until ``give_up``; then leave the line (keeping
         a grant made meanwhile). ``give_up == started``: one try, never in line."""
         joined: tuple[float, int] | None = None  # when we were last seen in line: local, server µs
-        while True:
-            attempt = time.monotonic()
-            stay = min(give_up - attempt, backend.max_block)
-            value = Holder.encode_here(self.token, self.name, time.time(), self.timeout, task_name, task_id)
-            turn = self._call(
-                backend, "take_or_queue", self._key, value, self.timeout, self.token, stay, self.fair
+        try:
+            while True:
+                attempt = time.monotonic()
+                stay = min(give_up - attempt, backend.max_block)
+                value = Holder.encode_here(
+                    self.token, self.name, time.time(), self.timeout, task_name, task_id
+                )
+                turn = self._call(
+                    backend, "take_or_queue", self._key, value, self.timeout, self.token, stay, self.fair
+                )
+                if not turn.fence and stay > 0:
+                    joined = (attempt, turn.server_us)
+                    block = max(MIN_BLOCK, stay if turn.expires_in is None else min(stay, turn.expires_in))
+                    turn = self._call(backend, "await_grant", self._key, self.token, block, self.timeout)
+                elif not turn.fence and joined is not None:
+                    turn = self._call(backend, "leave", self._key, self.token, self.timeout)
+                if turn and turn.fence:
+                    if turn.value is None:
+                        self._took(backend, value, turn.fence, attempt, started)
+                    else:  # handed over by the server: it started when the grant was made
+                        since = granted_at(joined, turn.server_us) if joined else started
+                        self._took(backend, turn.value, turn.fence, since, started)
+                    return True
+                if stay <= 0:
+                    return False
+        except BaseException:  # a cache error, or a soft time limit or signal while blocked
+            if joined is not None and not self:
+                self._give_up_place(backend)
+            raise
+
+    def _give_up_place(self, backend: LockBackend) -> None:
+        """Leave the line after an error: a grant made meanwhile is passed on at once, not kept
+        by a waiter that will never use it."""
+        try:
+            turn = backend.leave(self._key, self.token, self.timeout)
+            if turn is not None and turn.value is not None:
+                backend.delete_if(self._key, turn.value)
+        except Exception:  # never hide the error that got us here
+            logger.warning(
+                "lock %s: could not leave the line; its place lapses", shown(self.name), exc_info=True
             )
-            if not turn.fence and stay > 0:
-                joined = (attempt, turn.server_us)
-                block = max(MIN_BLOCK, stay if turn.expires_in is None else min(stay, turn.expires_in))
-                turn = self._call(backend, "await_grant", self._key, self.token, block, self.timeout)
-            elif not turn.fence and joined is not None:
-                turn = self._call(backend, "leave", self._key, self.token, self.timeout)
-            if turn and turn.fence:
-                if turn.value is None:
-                    self._took(backend, value, turn.fence, attempt, started)
-                else:  # handed over by the server: it started when the grant was made
-                    since = granted_at(joined, turn.server_us) if joined else started
-                    self._took(backend, turn.value, turn.fence, since, started)
-                return True
-            if stay <= 0:
-                return False
 
     def _took(self, backend: LockBackend, value: str, added: int, attempt: float, started: float) -> None:
         """Record a won acquisition: the value written, deadline, fencing token, renewal."""

@@ -18,7 +18,7 @@ from tasklock.backends.redis_line import TICKET_SLACK_MS
 from tasklock.holder import Holder
 from tests.waiting import wait_until
 
-REDIS_CACHES = ["default", "redis"]
+REDIS_CACHES = ["default", "redis", "valkey"]
 
 
 def unique(prefix: str = "line") -> str:
@@ -154,6 +154,35 @@ def test_a_waiter_that_gives_up_leaves_the_line(alias, client):
     assert not client.exists(tickets_of(held)), "its ticket is gone"
     assert held.release()
     assert not client.exists(held._key), "nobody was left to hand the lock to"
+
+
+class Interrupted(Exception):
+    """What a soft time limit or a signal handler raises in a blocked waiter."""
+
+
+def test_a_waiter_interrupted_while_blocked_leaves_the_line(alias, client):
+    """An exception in the middle of the BLPOP (Celery's SoftTimeLimitExceeded comes this way)
+    takes the waiter out of the line at once, so no release hands it a lock it would never use."""
+    name = unique()
+    held = Lock(name, timeout=30, cache=alias)
+    assert held.acquire()
+    waiter = Lock(name, timeout=30, cache=alias)
+
+    def interrupt(signum, frame):
+        assert client.hexists(tickets_of(held), waiter.token), "interrupted while in line"
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    try:
+        with pytest.raises(Interrupted):
+            waiter.acquire(blocking=True, wait=10)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert not waiter and not client.exists(tickets_of(held)), "its place is given up"
+    assert held.release()
+    assert not client.exists(held._key), "nobody left to hand the lock to"
 
 
 def test_no_grant_is_lost(alias, client):

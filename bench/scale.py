@@ -132,8 +132,8 @@ def handoff_ms(alias: str, rounds: int) -> list[float]:
             held = Lock(name, timeout=30, cache=alias)
             assert held.acquire()
             ours.send("go")
-            waiting = backend.companions(held._key)[2]
-            while not backend.client.exists(waiting):  # the waiter has marked the key: it blocks
+            tickets = backend.companions(held._key)[2]
+            while not backend.client.exists(tickets):  # the waiter is in line: it blocks
                 time.sleep(0.0005)
             time.sleep(0.005)  # into its BLPOP
             released = time.monotonic()

@@ -14,8 +14,6 @@ from threading import get_ident
 from types import TracebackType
 from typing import Any
 
-from celery import current_task
-
 from .backends import get_backend
 from .backends.base import LockBackend
 from .conf import conf, timeout_problem
@@ -23,6 +21,7 @@ from .exceptions import LockError, LockNotAcquired, shown
 from .holder import QUEUED, Holder
 from .renewer import renewer
 from .signals import lock_acquired, lock_lost, lock_released
+from .taskbody import running_task
 
 logger = logging.getLogger("tasklock")
 
@@ -66,7 +65,7 @@ def granted_at(joined: tuple[float, int], server_us: int) -> float:
 
 
 def _running_task() -> tuple[str | None, str | None]:
-    task = current_task._get_current_object()
+    task = running_task()
     if task is None:
         return None, None
     return task.name, task.request.id

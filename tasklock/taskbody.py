@@ -12,11 +12,26 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from celery import Task, current_task
-from celery._state import _get_active_apps
+from celery import Task
+from celery._state import _get_active_apps, _task_stack
+from celery.utils.threads import Local
 
 #: how many ``__wrapped__`` links to follow from a task's ``run`` to a task_lock wrapper
 MAX_UNWRAP = 16
+
+#: Celery's per-thread task stacks (a ``Local`` keyed by thread or greenlet), when its
+#: ``current_task`` is built that way; a context that runs no task has no entry
+_stacks = getattr(_task_stack, "_local", None)
+if not isinstance(_stacks, Local):  # pragma: no cover - USE_FAST_LOCALS, or another Celery
+    _stacks = None
+
+
+def running_task() -> Task | None:
+    """Celery's ``current_task``: the task running in this thread, or None. Asking the stack
+    for its top raises and catches two exceptions when no task runs; this looks first."""
+    if _stacks is not None and _stacks.__ident_func__() not in _stacks.__storage__:
+        return None
+    return _task_stack.top
 
 
 def is_body(task: Task, wrapper: Callable[..., Any]) -> bool:
@@ -74,7 +89,7 @@ class TaskBody:
         """``(task, running)``: ``running`` when this call is the task's own execution (by a
         worker, ``apply()`` or ``task(...)``); else ``task`` is the owner called through
         ``run()`` or as the bare function, or None for a plain function."""
-        task = current_task._get_current_object()
+        task = running_task()
         if task is not None and is_body(task, self.wrapper):
             return task, True
         return self._owner(args), False

@@ -16,7 +16,7 @@ from typing import Any
 
 from .backends import get_backend
 from .backends.base import LockBackend
-from .conf import conf, timeout_problem
+from .conf import MAX_TIMEOUT, conf, timeout_problem
 from .exceptions import LockError, LockNotAcquired, shown
 from .holder import QUEUED, Holder
 from .renewer import renewer
@@ -40,6 +40,8 @@ NO_MUTEX: AbstractContextManager[object] = nullcontext()
 
 def seconds(value: object, what: str) -> float:
     """``value`` as a lock timeout (finite, > 0, at most ``MAX_TIMEOUT``), else ``ValueError``."""
+    if (type(value) is float or type(value) is int) and 0 < value <= MAX_TIMEOUT:  # the usual case
+        return float(value)
     if problem := timeout_problem(value):
         raise ValueError(f"{what} {problem}, got {value!r}")
     return float(value)  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ and the decorator needs no source reading to tell a task from a plain function.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from celery import Task
@@ -56,17 +56,15 @@ class _Registries:
         self.apps: tuple[weakref.ref[Any], ...] = ()
         self.app_count = -1
 
-    def _live(self) -> Iterator[Any]:
+    def _live(self) -> list[Any]:
         active = _get_active_apps()
         if len(active) != self.app_count:
             self.apps, self.app_count = tuple(weakref.ref(app) for app in list(active)), len(active)
-        for ref in self.apps:
-            app = ref()
-            if app is not None:
-                yield app
+        return [app for ref in self.apps if (app := ref()) is not None]
 
     def size(self) -> int:
-        return sum(len(app._tasks) for app in self._live())
+        """How many tasks the apps have; this runs on every call of a plain function."""
+        return sum([len(app._tasks) for app in self._live()])
 
     def tasks(self) -> list[Task]:
         return [task for app in self._live() for task in list(app._tasks.values())]
@@ -85,13 +83,13 @@ class TaskBody:
         self._task: Task | None = None
         self._searched = -1
 
-    def find(self, args: tuple) -> tuple[Task | None, bool]:
-        """``(task, running)``: ``running`` when this call is the task's own execution (by a
-        worker, ``apply()`` or ``task(...)``); else ``task`` is the owner called through
-        ``run()`` or as the bare function, or None for a plain function."""
-        task = running_task()
-        if task is not None and is_body(task, self.wrapper):
-            return task, True
+    def find(self, args: tuple, current: Task | None) -> tuple[Task | None, bool]:
+        """``(task, running)``, given the ``running_task()`` of this thread: ``running`` when
+        this call is the task's own execution (by a worker, ``apply()`` or ``task(...)``); else
+        ``task`` is the owner called through ``run()`` or as the bare function, or None for a
+        plain function."""
+        if current is not None and is_body(current, self.wrapper):
+            return current, True
         return self._owner(args), False
 
     def _owner(self, args: tuple) -> Task | None:

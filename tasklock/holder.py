@@ -126,10 +126,15 @@ class Holder:
         """``Holder.here(...).encode()`` without building the Holder: this runs on every acquire,
         so the parts that are the same for every lock of this thread are made once."""
         thread = threading.current_thread().name
+        task = (
+            '"task_name":null,"task_id":null'
+            if task_name is None and task_id is None
+            else f'"task_name":{_text(task_name)},"task_id":{_text(task_id)}'
+        )
         return (
-            f'{{"token":{_text(token)},"name":{_text(name)}{_middles.get(thread) or _middle(thread)}'
-            f'{now!r},"expires_at":{now + timeout!r},"timeout":{timeout!r},'
-            f'"task_name":{_text(task_name)},"task_id":{_text(task_id)}{_TAIL}'
+            f'{{"token":{encode_basestring(token)},"name":{encode_basestring(name)}'
+            f"{_middles.get(thread) or _middle(thread)}{now!r},"
+            f'"expires_at":{now + timeout!r},"timeout":{timeout!r},{task}{_TAIL}'
         )
 
     @classmethod

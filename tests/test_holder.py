@@ -4,6 +4,8 @@ import json
 import os
 import threading
 
+import pytest
+
 from tasklock.holder import Holder
 
 
@@ -41,7 +43,9 @@ def test_each_thread_writes_its_own_name_even_when_renamed():
         current.name = old
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_writes_its_own_pid():
+    """The child only encodes, writes to a pipe and exits: no lock of another thread is needed."""
     assert written()["pid"] == os.getpid()
     read, write = os.pipe()
     child = os.fork()

@@ -1,6 +1,7 @@
 """The ``TASKLOCK`` setting: defaults, validation, and one object that reads it lazily.
 
-Every property looks the setting up on each access, so ``override_settings`` works.
+A value is looked up and validated at its first use, then kept until Django says the
+setting changed (``setting_changed``, which ``override_settings`` sends).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 
 FAMILIES = ("redis", "memcached", "database")
 #: what a key prefix must not contain: white space (as ``str.isspace``) or glob characters
@@ -109,7 +111,23 @@ def problems(raw: object) -> list[str]:
 class TaskLockSettings:
     """Lazy access to ``settings.TASKLOCK`` merged over the defaults."""
 
+    def __init__(self) -> None:
+        #: values validated since the setting last changed
+        self._valid: dict[str, Any] = {}
+        setting_changed.connect(self._changed, weak=False)
+
+    def _changed(self, *, setting: str, **kwargs: Any) -> None:
+        if setting == "TASKLOCK":
+            self._valid.clear()
+
     def _get(self, key: str) -> Any:
+        try:
+            return self._valid[key]
+        except KeyError:
+            value = self._valid[key] = self._read(key)
+            return value
+
+    def _read(self, key: str) -> Any:
         raw = getattr(settings, "TASKLOCK", {})
         if not isinstance(raw, dict):
             raise ImproperlyConfigured(f"TASKLOCK must be a dict, not {type(raw).__name__}")

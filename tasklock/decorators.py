@@ -19,7 +19,7 @@ from .exceptions import LockNotAcquired, shown
 from .keys import KeySpec, NameBuilder
 from .lock import MIN_RENEWED_TIMEOUT, Lock, seconds
 from .signals import lock_contended
-from .taskbody import MAX_UNWRAP, TaskBody
+from .taskbody import MAX_UNWRAP, TaskBody, running_task
 from .unique import (
     MODES,
     ON_DUPLICATE,
@@ -180,20 +180,19 @@ def task_lock(
         signature = inspect.signature(fn)
         names = NameBuilder(key, signature)
         first_parameter = next(iter(signature.parameters), None)
+        plain_name = f"{fn.__module__}.{fn.__qualname__}"
 
         def lock_name(task: Task | None, args: tuple, kwargs: dict, bound: bool) -> str:
-            call = signature.bind(*args, **kwargs)
-            call.apply_defaults()
-            arguments = call.arguments
+            arguments = names.bind(args, kwargs)
             if bound:
-                arguments = {k: v for k, v in arguments.items() if k != first_parameter}
+                del arguments[first_parameter]  # type: ignore[arg-type]
             own_args = args[1:] if bound else args
-            prefix = task.name if task is not None else f"{fn.__module__}.{fn.__qualname__}"
-            return names.name(prefix, arguments, own_args, kwargs)
+            return names.name(plain_name if task is None else task.name, arguments, own_args, kwargs)
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            task, running = body.find(args)
+            current = running_task()
+            task, running = body.find(args, current)
             if task is None and on_locked == "retry":
                 raise TypeError(
                     f'task_lock(on_locked="retry") needs a Celery task, and {fn.__qualname__} is a '
@@ -210,7 +209,13 @@ def task_lock(
                     free_queued(name, cache, task_id)
                 return fn(*args, **kwargs)
             held = Lock(name, spec.timeout, cache, renew=spec.renew, fair=fair)
-            if not _take(held, task_id):
+            if running:  # current is task
+                held._task = (task.name, task_id)  # type: ignore[union-attr]
+            else:
+                held._task = (None, None) if current is None else (current.name, current.request.id)
+            taken = _take(held, task_id)
+            held._task = None  # a later acquire of this Lock (held_lock()) looks for itself
+            if not taken:
                 return _contended(held.name, task, running)
             holding = _holding.set(held)
             retried = False
@@ -236,8 +241,10 @@ def task_lock(
 
     def _take(held: Lock, task_id: str | None) -> bool:
         """Take the run lock: a unique task's start converts its own queue lock."""
-        queue = queue_name(held.name, unique)
         tried = bool(task_id) and unique != WHILE_EXECUTING
+        if not tried and on_locked != "wait":
+            return held.acquire()
+        queue = queue_name(held.name, unique)
         own = task_id or ""
         if tried and (held.claim(own) if unique == UNTIL_EXECUTED else held.hand_over(queue, own)):
             return True

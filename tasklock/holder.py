@@ -21,6 +21,27 @@ def _text(value: str | None) -> str:
     return "null" if value is None else encode_basestring(value)
 
 
+#: the holder JSON between ``name`` and ``acquired_at``'s value, by thread name: host, pid and
+#: thread are the same for every lock a thread takes (emptied after ``fork``: the pid changes)
+_middles: dict[str, str] = {}
+#: how many thread names ``_middles`` keeps before it starts over (thread names can be unique)
+MAX_THREAD_NAMES = 256
+#: the end of every holder JSON written here: the machine never changes within a process
+_TAIL = f',"machine":{encode_basestring(MACHINE) if MACHINE is not None else "null"}}}'
+
+os.register_at_fork(after_in_child=_middles.clear)
+
+
+def _middle(thread: str) -> str:
+    """``_middles[thread]``, made and kept on first use."""
+    if len(_middles) >= MAX_THREAD_NAMES:
+        _middles.clear()
+    middle = _middles[thread] = (
+        f',"host":{_text(HOST)},"pid":{os.getpid()},"thread":{_text(thread)},"acquired_at":'
+    )
+    return middle
+
+
 def _encode(
     token: str, name: str, host: str, pid: int, thread: str, acquired_at: float,
     expires_at: float, timeout: float, task_name: str | None, task_id: str | None, machine: str | None,
@@ -102,10 +123,18 @@ class Holder:
     def encode_here(
         token: str, name: str, now: float, timeout: float, task_name: str | None, task_id: str | None
     ) -> str:
-        """``Holder.here(...).encode()`` without building the Holder: this runs on every acquire."""
-        thread, pid = threading.current_thread().name, os.getpid()
-        return _encode(
-            token, name, HOST, pid, thread, now, now + timeout, timeout, task_name, task_id, MACHINE
+        """``Holder.here(...).encode()`` without building the Holder: this runs on every acquire,
+        so the parts that are the same for every lock of this thread are made once."""
+        thread = threading.current_thread().name
+        task = (
+            '"task_name":null,"task_id":null'
+            if task_name is None and task_id is None
+            else f'"task_name":{_text(task_name)},"task_id":{_text(task_id)}'
+        )
+        return (
+            f'{{"token":{encode_basestring(token)},"name":{encode_basestring(name)}'
+            f"{_middles.get(thread) or _middle(thread)}{now!r},"
+            f'"expires_at":{now + timeout!r},"timeout":{timeout!r},{task}{_TAIL}'
         )
 
     @classmethod

@@ -17,6 +17,7 @@ import re
 import string
 import uuid
 from collections.abc import Callable, Mapping
+from json.encoder import encode_basestring
 from typing import Any
 
 from .exceptions import LockError
@@ -110,15 +111,37 @@ def _plain_argument(value: Any, argument: str) -> Any:
         ) from None
 
 
+#: the JSON of the values whose canonical JSON is their own: exact str, int, bool and None
+#: (``json.dumps`` writes an int with ``int.__repr__`` too)
+_SIMPLE_JSON: dict[type, Callable[[Any], str]] = {
+    str: encode_basestring,
+    int: int.__repr__,
+    bool: lambda value: "true" if value else "false",
+    type(None): lambda value: "null",
+}
+
+
 def canonical_text(value: Any, argument: str = "value") -> str:
     """The canonical text of one argument; ``LockError`` naming it when there is none."""
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is int:
+        return int.__repr__(value)
     plain = _plain_argument(value, argument)
     return plain if isinstance(plain, str) else canonical_json(plain)
 
 
 def canonical_arguments(arguments: Mapping[str, Any]) -> str:
-    """All bound arguments as one canonical JSON object."""
-    return canonical_json({name: _plain_argument(v, name) for name, v in arguments.items()})
+    """All bound arguments as one canonical JSON object; written directly (no ``json.dumps``)
+    when every value is an exact str, int, bool or None."""
+    parts = []
+    for name in sorted(arguments):
+        write = _SIMPLE_JSON.get(type(arguments[name]))
+        if write is None:
+            return canonical_json({name: _plain_argument(v, name) for name, v in arguments.items()})
+        parts.append(f"{encode_basestring(name)}:{write(arguments[name])}")
+    return "{" + ",".join(parts) + "}"
 
 
 class NameBuilder:
@@ -126,7 +149,12 @@ class NameBuilder:
 
     def __init__(self, key: KeySpec, signature: inspect.Signature) -> None:
         self.key = key
+        self.signature = signature
         parameters = signature.parameters
+        simple = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters.values())
+        #: the parameter names, when every parameter can be passed by position or by name
+        self._names = tuple(parameters) if simple else None
+        self._defaults = {n: p.default for n, p in parameters.items() if p.default is not p.empty}
         if key is None or callable(key):
             self.fields: tuple[str, ...] = ()
         elif isinstance(key, str) and key.isidentifier():
@@ -147,6 +175,28 @@ class NameBuilder:
                 f"task_lock key {key!r} names {', '.join(map(repr, unknown))}, "
                 f"not a parameter of {list(parameters)}{hint}"
             )
+
+    def bind(self, args: tuple, kwargs: dict) -> dict[str, Any]:
+        """The call's arguments by parameter name, defaults applied, in parameter order: what
+        ``signature.bind(...)`` + ``apply_defaults()`` give, without them for a plain call."""
+        names = self._names
+        if names is not None and len(args) <= len(names):
+            arguments = dict(zip(names, args, strict=False))
+            taken = 0
+            for name in names[len(args) :]:
+                if name in kwargs:
+                    arguments[name] = kwargs[name]
+                    taken += 1
+                elif name in self._defaults:
+                    arguments[name] = self._defaults[name]
+                else:
+                    break  # a missing argument: bind() says which
+            else:
+                if taken == len(kwargs):  # else an unknown or repeated name: bind() says which
+                    return arguments
+        call = self.signature.bind(*args, **kwargs)
+        call.apply_defaults()
+        return call.arguments
 
     @staticmethod
     def _template_fields(template: str) -> tuple[str, ...]:

@@ -14,15 +14,14 @@ from threading import get_ident
 from types import TracebackType
 from typing import Any
 
-from celery import current_task
-
 from .backends import get_backend
 from .backends.base import LockBackend
-from .conf import conf, timeout_problem
+from .conf import MAX_TIMEOUT, conf, timeout_problem
 from .exceptions import LockError, LockNotAcquired, shown
 from .holder import QUEUED, Holder
 from .renewer import renewer
 from .signals import lock_acquired, lock_lost, lock_released
+from .taskbody import running_task
 
 logger = logging.getLogger("tasklock")
 
@@ -41,6 +40,8 @@ NO_MUTEX: AbstractContextManager[object] = nullcontext()
 
 def seconds(value: object, what: str) -> float:
     """``value`` as a lock timeout (finite, > 0, at most ``MAX_TIMEOUT``), else ``ValueError``."""
+    if (type(value) is float or type(value) is int) and 0 < value <= MAX_TIMEOUT:  # the usual case
+        return float(value)
     if problem := timeout_problem(value):
         raise ValueError(f"{what} {problem}, got {value!r}")
     return float(value)  # type: ignore[arg-type]
@@ -66,7 +67,7 @@ def granted_at(joined: tuple[float, int], server_us: int) -> float:
 
 
 def _running_task() -> tuple[str | None, str | None]:
-    task = current_task._get_current_object()
+    task = running_task()
     if task is None:
         return None, None
     return task.name, task.request.id
@@ -138,6 +139,8 @@ class Lock:
         self.fencing_token: int | None = None
         #: True once a renewal found the lock gone, or could not reach the cache within the lease
         self.lost = False
+        #: the running task's (name, id) when the caller (task_lock) already looked; None: acquire looks
+        self._task: tuple[str | None, str | None] | None = None
 
     def __repr__(self) -> str:
         return f"<Lock {shown(self.name)} {'held' if self else 'not held'}>"
@@ -176,7 +179,7 @@ class Lock:
         if self._deadline > started:
             raise LockError(f"{self!r} is already held by this Lock; locks are not re-entrant")
         give_up = math.inf if wait is None else started + wait
-        task_name, task_id = _running_task()
+        task_name, task_id = self._task or _running_task()
         backend = self._backend if get_ident() == self._thread else get_backend(self.cache_alias)
         if self.fair or (blocking and backend.hands_over):
             return self._in_line(backend, started, give_up if blocking else started, task_name, task_id)
@@ -381,12 +384,12 @@ class Lock:
 
     def release_quietly(self) -> None:
         """Release at the end of a block: a lost or failed release is logged, never raised."""
-        name = shown(self.name)
         try:
             if self.release():
                 return
-            logger.warning("lock %s had expired or been cleared before it was released", name)
+            logger.warning("lock %s had expired or been cleared before it was released", shown(self.name))
         except LockError:
+            name = shown(self.name)
             logger.warning("releasing lock %s failed; it lives until its TTL", name, exc_info=True)
 
     def __enter__(self) -> Lock:

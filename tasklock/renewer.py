@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import os
 import threading
 import time
@@ -34,6 +35,8 @@ class Renewer:
         #: the lock whose renewal is under way, if any
         self._busy: Lock | None = None
         self._thread: threading.Thread | None = None
+        #: when the thread will look at ``_due`` again by itself (-inf while it is awake)
+        self._sleeps_until = -math.inf
 
     def __len__(self) -> int:
         return len(self._renewing)
@@ -50,12 +53,17 @@ class Renewer:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="tasklock-renewer", daemon=True)
                 self._thread.start()
-            self._condition.notify()
+            if due < self._sleeps_until:  # else the thread wakes in time by itself: no thread switch
+                self._condition.notify()
 
     def forget(self, lock: Lock) -> None:
         """Stop renewing ``lock``; returns once no renewal of it is under way."""
         with self._condition:
             self._renewing.discard(lock)
+            # drop what the thread would skip, but the last entry: the thread may sleep until it
+            due = self._due
+            while len(due) > 1 and due[0][2] not in self._renewing:
+                heapq.heappop(due)
             if threading.current_thread() is self._thread:
                 return  # a lock_lost receiver releasing its lock: this thread is not renewing it now
             while self._busy is lock:
@@ -67,19 +75,24 @@ class Renewer:
             while True:
                 if not self._due:
                     connections.close_all()  # idle: a database cache's connection is not kept
-                    self._condition.wait()
+                    self._sleep(math.inf)
                     continue
                 due, _, lock = self._due[0]
-                if lock not in self._renewing:
-                    heapq.heappop(self._due)
-                    continue
-                delay = due - time.monotonic()
-                if delay > 0:
-                    self._condition.wait(delay)
+                if due > time.monotonic():  # a forgotten lock's too: a later watch() needs no wake-up
+                    self._sleep(due)
                     continue
                 heapq.heappop(self._due)
-                self._busy = lock
-                return lock
+                if lock in self._renewing:
+                    self._busy = lock
+                    return lock
+
+    def _sleep(self, until: float) -> None:
+        """Wait (holding the condition) until monotonic time ``until`` or a ``notify``."""
+        self._sleeps_until = until
+        try:
+            self._condition.wait(None if until == math.inf else until - time.monotonic())
+        finally:
+            self._sleeps_until = -math.inf
 
     def _run(self) -> None:
         while True:

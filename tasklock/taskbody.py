@@ -9,14 +9,29 @@ and the decorator needs no source reading to tell a task from a plain function.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from celery import Task, current_task
-from celery._state import _get_active_apps
+from celery import Task
+from celery._state import _get_active_apps, _task_stack
+from celery.utils.threads import Local
 
 #: how many ``__wrapped__`` links to follow from a task's ``run`` to a task_lock wrapper
 MAX_UNWRAP = 16
+
+#: Celery's per-thread task stacks (a ``Local`` keyed by thread or greenlet), when its
+#: ``current_task`` is built that way; a context that runs no task has no entry
+_stacks = getattr(_task_stack, "_local", None)
+if not isinstance(_stacks, Local):  # pragma: no cover - USE_FAST_LOCALS, or another Celery
+    _stacks = None
+
+
+def running_task() -> Task | None:
+    """Celery's ``current_task``: the task running in this thread, or None. Asking the stack
+    for its top raises and catches two exceptions when no task runs; this looks first."""
+    if _stacks is not None and _stacks.__ident_func__() not in _stacks.__storage__:
+        return None
+    return _task_stack.top
 
 
 def is_body(task: Task, wrapper: Callable[..., Any]) -> bool:
@@ -41,17 +56,15 @@ class _Registries:
         self.apps: tuple[weakref.ref[Any], ...] = ()
         self.app_count = -1
 
-    def _live(self) -> Iterator[Any]:
+    def _live(self) -> list[Any]:
         active = _get_active_apps()
         if len(active) != self.app_count:
             self.apps, self.app_count = tuple(weakref.ref(app) for app in list(active)), len(active)
-        for ref in self.apps:
-            app = ref()
-            if app is not None:
-                yield app
+        return [app for ref in self.apps if (app := ref()) is not None]
 
     def size(self) -> int:
-        return sum(len(app._tasks) for app in self._live())
+        """How many tasks the apps have; this runs on every call of a plain function."""
+        return sum([len(app._tasks) for app in self._live()])
 
     def tasks(self) -> list[Task]:
         return [task for app in self._live() for task in list(app._tasks.values())]
@@ -70,13 +83,13 @@ class TaskBody:
         self._task: Task | None = None
         self._searched = -1
 
-    def find(self, args: tuple) -> tuple[Task | None, bool]:
-        """``(task, running)``: ``running`` when this call is the task's own execution (by a
-        worker, ``apply()`` or ``task(...)``); else ``task`` is the owner called through
-        ``run()`` or as the bare function, or None for a plain function."""
-        task = current_task._get_current_object()
-        if task is not None and is_body(task, self.wrapper):
-            return task, True
+    def find(self, args: tuple, current: Task | None) -> tuple[Task | None, bool]:
+        """``(task, running)``, given the ``running_task()`` of this thread: ``running`` when
+        this call is the task's own execution (by a worker, ``apply()`` or ``task(...)``); else
+        ``task`` is the owner called through ``run()`` or as the bare function, or None for a
+        plain function."""
+        if current is not None and is_body(current, self.wrapper):
+            return current, True
         return self._owner(args), False
 
     def _owner(self, args: tuple) -> Task | None:

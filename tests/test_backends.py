@@ -43,3 +43,18 @@ def test_keys_use_the_caches_prefix_version_and_tasklock_namespace(redis_server,
     with Lock("report:42", timeout=5, cache="prefixed"):
         assert client.exists("app:3:locks:report:42")
     assert not client.exists("app:3:locks:report:42")
+
+
+def test_changed_caches_give_new_adapters(redis_server, settings):
+    """Adapters are kept per thread; a changed CACHES must not leave a thread on the old one."""
+    before = get_backend("prefixed")
+    assert get_backend("prefixed") is before
+    settings.CACHES = {**settings.CACHES, "prefixed": {**settings.CACHES["prefixed"], "KEY_PREFIX": "other"}}
+    assert get_backend("prefixed") is not before
+    assert get_backend("prefixed").key("x").startswith("other:")
+
+
+def test_a_changed_tasklock_setting_is_read_again(redis_server, settings):
+    assert Lock("x", cache="default").timeout == 60
+    settings.TASKLOCK = {"TIMEOUT": 7}
+    assert Lock("x", cache="default").timeout == 7

@@ -4,13 +4,15 @@ import datetime
 import decimal
 import enum
 import inspect
+import json
+import re
 import uuid
 
 import pytest
 from django.contrib.auth.models import Group
 
 from tasklock import Lock, LockError, task_lock
-from tasklock.keys import NameBuilder, cache_key, canonical_text
+from tasklock.keys import NameBuilder, cache_key, canonical_arguments, canonical_text
 
 
 def update_game(game_id, force=False):
@@ -267,3 +269,57 @@ def test_callable_must_return_a_non_empty_str_naming_the_callable(returned):
 def test_a_template_that_renders_empty_is_a_lock_error():
     with pytest.raises(LockError, match=r"'\{game_id\}'.*empty"):
         name_for("{game_id}", "")
+
+
+SIMPLE_VALUES = ["", 'a"b\\c', "naïve 😀", "\x00\x1f\u2028", 0, -(10**30), 7, True, False, None]
+
+
+@pytest.mark.parametrize("value", SIMPLE_VALUES)
+def test_simple_values_are_written_as_json_dumps_writes_them(value):
+    """str, int, bool and None skip json.dumps: the names must stay byte-identical."""
+    dumped = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_text(value) == (value if isinstance(value, str) else dumped)
+    arguments = {"z": value, "a": value, "é": 1}
+    expected = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_arguments(arguments) == expected
+
+
+def keywords_and_more(a, b=2, *rest, c, d=4, **more):
+    return a
+
+
+def positional_only(a, /, b=2):
+    return a
+
+
+@pytest.mark.parametrize(
+    ("fn", "args", "kwargs"),
+    [
+        (update_game, (3,), {}),
+        (update_game, (3, True), {}),
+        (update_game, (), {"game_id": 3}),
+        (update_game, (), {"force": 1, "game_id": 3}),
+        (update_game, (3,), {"force": None}),
+        (update_game, (3,), {"game_id": 4}),  # repeated
+        (update_game, (3,), {"nope": 1}),  # unknown
+        (update_game, (), {}),  # missing
+        (update_game, (1, 2, 3), {}),  # too many
+        (keywords_and_more, (1, 2, 3), {"c": 5, "e": 6}),
+        (keywords_and_more, (1,), {}),  # c missing
+        (positional_only, (1,), {"b": 3}),
+        (positional_only, (), {"a": 1}),  # positional-only passed by name
+    ],
+)
+def test_bind_is_signature_bind(fn, args, kwargs):
+    """The decorator's fast binding gives what Signature.bind + apply_defaults give, in the same
+    order, and raises the same TypeError."""
+    signature = inspect.signature(fn)
+    try:
+        call = signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        with pytest.raises(TypeError, match=f"^{re.escape(str(exc))}$"):
+            NameBuilder(None, signature).bind(args, kwargs)
+        return
+    call.apply_defaults()
+    bound = NameBuilder(None, signature).bind(args, kwargs)
+    assert list(bound.items()) == list(call.arguments.items())

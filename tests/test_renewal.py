@@ -181,3 +181,22 @@ def test_task_lock_renews_by_default_and_checks_the_lease_at_decoration(redis_se
         task_lock((), timeout=0.2)
     with pytest.raises(ValueError, match="renew must be True or False"):
         task_lock((), renew="no")
+
+
+def test_a_shorter_lease_taken_while_a_longer_one_is_held_is_renewed_in_time(redis_server):
+    """The renewer sleeps until the longer lease's renewal; a lock due sooner must wake it."""
+    with Lock(unique(), timeout=30, renew=True) as long_held:
+        time.sleep(0.1)  # the renewer now sleeps until long_held's renewal, 10 s away
+        with Lock(unique(), timeout=0.6, renew=True) as short_held:
+            time.sleep(1.5)  # 2.5 short leases
+            assert short_held.owned() and not short_held.lost
+        assert long_held.owned()
+
+
+def test_released_locks_leave_no_renewals_queued(redis_server):
+    """Acquires that need no earlier wake-up do not wake the renewer, so release() itself must
+    drop the forgotten entries, or they pile up until the first one falls due."""
+    for _ in range(200):
+        with Lock(unique(), timeout=30, renew=True):
+            pass
+    assert len(renewer()._due) < 50

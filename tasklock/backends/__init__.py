@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import threading
 import weakref
 from typing import Any
 
@@ -48,6 +49,20 @@ ADAPTERS = {
 _adapters: weakref.WeakKeyDictionary[Any, LockBackend] = weakref.WeakKeyDictionary()
 
 
+class _ThreadAdapters(threading.local):
+    """This thread's adapters by alias, as ``get_backend`` last found them; valid while
+    ``generation`` is the module's (a changed CACHES or TASKLOCK starts a new one)."""
+
+    generation = -1
+
+    def __init__(self) -> None:
+        self.by_alias: dict[str, LockBackend] = {}
+
+
+_here = _ThreadAdapters()
+_generation = 0
+
+
 def dotted_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -90,9 +105,25 @@ def how_to_trust(path: str) -> str:
 def get_backend(alias: str | None = None) -> LockBackend:
     """The adapter for cache ``alias`` (default ``TASKLOCK["CACHE"]``), made once per cache.
 
-    The runtime guard (``usable_family``) runs when the adapter is made: a process cannot
-    lock on a cache that is no lock, whatever the system checks said."""
+    Django gives each thread its own cache object; the adapter of this thread's is kept per
+    thread too, so a lock pays no ``caches[alias]`` lookup. The runtime guard
+    (``usable_family``) runs when the adapter is made: a process cannot lock on a cache that
+    is no lock, whatever the system checks said."""
     alias = alias or conf.CACHE
+    here = _here
+    if here.generation == _generation:
+        adapter = here.by_alias.get(alias)
+        if adapter is not None:
+            return adapter
+    else:
+        here.by_alias.clear()
+        here.generation = _generation
+    adapter = here.by_alias[alias] = _adapter(alias)
+    return adapter
+
+
+def _adapter(alias: str) -> LockBackend:
+    """The adapter of this thread's cache object for ``alias``, made on first use."""
     try:
         cache = caches[alias]
     except InvalidCacheBackendError:
@@ -111,6 +142,10 @@ def get_backend(alias: str | None = None) -> LockBackend:
 
 @receiver(setting_changed)
 def _forget_adapters(*, setting: str, **kwargs: Any) -> None:
-    """A changed TASKLOCK may trust or refuse a backend: judge every cache again."""
+    """A changed TASKLOCK may trust or refuse a backend: judge every cache again. A changed
+    CACHES gives every thread new cache objects: look them up again."""
+    global _generation
     if setting == "TASKLOCK":
         _adapters.clear()
+    if setting in ("TASKLOCK", "CACHES"):
+        _generation += 1

@@ -3,7 +3,8 @@
 Every process does ``GRANTS`` x (blocking acquire, hold ``HOLD`` seconds, release) on one
 name. Utilisation is the share of the wall time (first acquire called to last release done)
 the lock spends held by a body: the sum of the measured holds over the wall time. Waits are
-acquire-call-to-acquired, per grant. The processes are started once and serve every
+acquire-call-to-acquired, per grant; CPU is what the contending processes spent per grant
+(waiting, polling, taking, releasing). The processes are started once and serve every
 approach; within a repeat, approaches take turns in a rotated order for each N.
 Times are ``time.monotonic()``, one clock for every process on Linux.
 """
@@ -157,7 +158,9 @@ def _contender_process(pipe) -> None:
         contend(f"{name}:warm-up:{os.getpid()}")  # connections and scripts, before the clock starts
         while time.monotonic() < start:
             pass
-        pipe.send([contend(name) for _ in range(grants)])
+        cpu = time.process_time()
+        events = [contend(name) for _ in range(grants)]
+        pipe.send((events, time.process_time() - cpu))
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,8 @@ class Row:
     #: per repeat: the sum of the holds over the wall time
     utilisations: list[float]
     waits: list[float]
+    #: the CPU time the contending processes spent, over the grants
+    cpu_per_grant: float
 
     @property
     def utilisation(self) -> float:
@@ -219,7 +224,7 @@ def run(
         workers.append(context.Process(target=_contender_process, args=(theirs,), daemon=True))
     for worker in workers:
         worker.start()
-    found: dict[tuple[int, int], tuple[list[float], list[float]]] = {}
+    found: dict[tuple[int, int], tuple[list[float], list[float], list[float]]] = {}
     try:
         for repeat in range(repeats):
             for count in counts:
@@ -230,13 +235,15 @@ def run(
                     start = time.monotonic() + LEAD
                     for pipe in pipes[:count]:
                         pipe.send((index, name, grants, start))
-                    per_process = [pipe.recv() for pipe in pipes[:count]]
+                    replies = [pipe.recv() for pipe in pipes[:count]]
+                    per_process = [events for events, _ in replies]
                     if overlapping := overlaps(per_process):
                         raise RuntimeError(f"{APPROACHES[index].label}: {overlapping} overlapping holds")
                     events = [event for events in per_process for event in events]
-                    shares, waits = found.setdefault((index, count), ([], []))
+                    shares, waits, cpu = found.setdefault((index, count), ([], [], []))
                     shares.append(utilisation(events))
                     waits.extend(acquired - started for started, acquired, _ in events)
+                    cpu.append(sum(seconds for _, seconds in replies) / len(events))
     finally:
         for pipe in pipes:
             pipe.send(None)

@@ -99,7 +99,8 @@ def contention_table(rows: list[contention.Row]) -> str:
         lines.append(
             (
                 r.processes, r.approach.label, r.approach.how, f"{r.utilisation:.1%}",
-                f"{r.wait_ms(50):.2f}", f"{r.wait_ms(99):.1f}", f"{r.max_wait_ms:.1f}", "; ".join(verdicts),
+                f"{r.wait_ms(50):.2f}", f"{r.wait_ms(99):.1f}", f"{r.max_wait_ms:.1f}",
+                f"{r.cpu_per_grant * 1e6:.0f}", "; ".join(verdicts),
             )
         )  # fmt: skip
     return _table(
@@ -200,6 +201,7 @@ def markdown(
         "is acquire call to acquired. Approaches take turns in a rotated order for each N, "
         f"{contention.REPEATS} repeats; utilisation is the median repeat, waits pool all grants. "
         "An overlap detector checks every run (no two holds of different processes intersect). "
+        "`CPU µs/grant` is the CPU time all contending processes spent, per grant. "
         "tasklock's default mode targets utilisation and python-redis-lock's p99; its fair mode "
         f"a max wait within {contention.FAIR_MAX_WAIT_HOLDS:g} x N x hold.",
         contention_table(contention_rows),

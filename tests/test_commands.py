@@ -239,7 +239,10 @@ def test_cache_option_picks_another_cache(locks, prefix, redis_server, memcached
         elsewhere = Lock("elsewhere", timeout=60)
         assert elsewhere.acquire()
     try:
-        assert [entry["name"] for entry in locks_json(cache="memcached")] == ["elsewhere"]
+        # the listing runs on a new adapter's connection (TASKLOCK changed), which the index's
+        # noreply append, sent on the acquirer's, may not have reached yet: wait for it
+        listed = lambda: [entry["name"] for entry in locks_json(cache="memcached")]  # noqa: E731
+        wait_until(lambda: listed() == ["elsewhere"], "the lock listed with --cache memcached", seconds=5)
     finally:
         elsewhere.release()
 

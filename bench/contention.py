@@ -249,4 +249,9 @@ def run(
             pipe.send(None)
         for worker in workers:
             worker.join(30)
-    return [Row(APPROACHES[index], count, *found[index, count]) for count in counts for index in chosen]
+    rows = []
+    for count in counts:
+        for index in chosen:
+            shares, waits, cpu = found[index, count]
+            rows.append(Row(APPROACHES[index], count, shares, waits, sorted(cpu)[len(cpu) // 2]))
+    return rows

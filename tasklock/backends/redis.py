@@ -97,8 +97,7 @@ _RELEASE = LuaScript(
     LINE
     + b"""
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('del', KEYS[1])
-hand_over()
+if not hand_over() then redis.call('del', KEYS[1]) end
 return 1
 """,
 )
@@ -119,8 +118,7 @@ _CLEAR = LuaScript(
     + b"""
 local value = redis.call('get', KEYS[1])
 if not value then return false end
-redis.call('del', KEYS[1])
-hand_over()
+if not hand_over() then redis.call('del', KEYS[1]) end
 return value
 """,
 )

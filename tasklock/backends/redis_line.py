@@ -33,8 +33,8 @@ LINE_TTL_MS = 5000
 #: the next fencing token (counter KEYS[n] + 1, or the server's clock in µs when larger, so
 #: it keeps growing even if the counter key is lost: a restart without persistence, an eviction)
 NEXT_TOKEN = b"""
-local function next_token(counter)
-  local now = redis.call('time')
+local function next_token(counter, now)
+  now = now or redis.call('time')
   local token = (tonumber(redis.call('get', counter)) or 0) + 1
   local clock = now[1] * 1000000 + now[2]
   if clock > token then token = clock end
@@ -52,7 +52,7 @@ LINE = (
 local function clock()
   local now = redis.call('time')
   local seconds, micros = tonumber(now[1]), tonumber(now[2])
-  return seconds, micros, seconds * 1000 + math.floor(micros / 1000)
+  return seconds, micros, seconds * 1000 + math.floor(micros / 1000), now
 end
 
 local function parts(ticket)
@@ -65,8 +65,8 @@ local function stamp(micros)
   return string.format('%d.%06d', math.floor(micros / 1000000), micros % 1000000)
 end
 
-local function fence()
-  if KEYS[4] then return next_token(KEYS[4]) end
+local function fence(now)
+  if KEYS[4] then return next_token(KEYS[4], now) end
   return 1
 end
 
@@ -74,24 +74,26 @@ local function leave_line(waiter)
   if redis.call('hdel', KEYS[3], waiter) == 1 then redis.call('lrem', KEYS[2], 1, waiter) end
 end
 
--- the free lock goes to the first waiter whose ticket is alive; dead tickets are dropped
+-- the lock (free, or still the releaser's: it is overwritten) goes to the first waiter whose
+-- ticket is alive; dead tickets are dropped. False if nobody live waits.
 local function hand_over()
-  local seconds, micros, now_ms = clock()
+  local seconds, micros, now_ms, time
   while true do
     local waiter = redis.call('lpop', KEYS[2])
-    if not waiter then return end
+    if not waiter then return false end
     local ticket = redis.call('hget', KEYS[3], waiter)
     if ticket then
       redis.call('hdel', KEYS[3], waiter)
+      if not time then seconds, micros, now_ms, time = clock() end
       local alive, ttl, head, tail = parts(ticket)
       if alive >= now_ms then
         local now = seconds * 1000000 + micros
         local value = head .. stamp(now) .. ',"expires_at":' .. stamp(now + tonumber(ttl) * 1000) .. tail
         redis.call('set', KEYS[1], value, 'PX', ttl)
         local grant = KEYS[3] .. ' ' .. waiter
-        redis.call('rpush', grant, string.format('%d %d ', fence(), now) .. value)
+        redis.call('rpush', grant, string.format('%d %d ', fence(time), now) .. value)
         redis.call('pexpire', grant, ttl)
-        return
+        return true
       end
     end
   end
@@ -120,13 +122,13 @@ TAKE_OR_QUEUE = LuaScript(
     + b"""
 local grant = redis.call('lpop', KEYS[3] .. ' ' .. ARGV[3])
 if grant then return {2, grant} end
-local seconds, micros, now_ms = clock()
+local seconds, micros, now_ms, time = clock()
 if redis.call('exists', KEYS[1]) == 0 then
   local first = ARGV[6] == 'fair' and first_alive(now_ms)
   if not first or first == ARGV[3] then
     redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
     leave_line(ARGV[3])
-    return {1, fence()}
+    return {1, fence(time)}
   end
 end
 if ARGV[4] ~= '' then

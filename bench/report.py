@@ -23,10 +23,10 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> str:
     return "\n".join(lines)
 
 
-def _verdict(met: bool | None, target: str) -> str:
+def _verdict(met: bool | None, target: str, sign: str = "≤") -> str:
     if met is None:
         return ""
-    return f"{'met' if met else 'MISSED'} (≤ {target})"
+    return f"{'met' if met else 'MISSED'} ({sign} {target})"
 
 
 def _lock_target(row: locks.Row) -> str:
@@ -89,7 +89,7 @@ def contention_table(rows: list[contention.Row]) -> str:
     for r in rows:
         verdicts = []
         if r.approach.target == "utilisation":
-            verdicts.append(_verdict(r.target_met, f"{contention.TARGET_UTILISATION:.0%} utilisation"))
+            verdicts.append(_verdict(r.target_met, f"{contention.TARGET_UTILISATION:.0%} utilisation", "≥"))
             if r.processes in peer:
                 met = r.wait_ms(99) <= peer[r.processes].wait_ms(99)
                 verdicts.append(f"p99 {'≤' if met else '>'} python-redis-lock's{'' if met else ': MISSED'}")

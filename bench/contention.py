@@ -17,6 +17,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .handoff import Event, redis_client
 from .measure import percentile
@@ -33,6 +34,9 @@ TARGET_UTILISATION = 0.90
 FAIR_MAX_WAIT_HOLDS = 2.0
 #: how far ahead of now a round's start time is set, so that every process is ready
 LEAD = 0.3
+#: grants per process in the untimed round that first takes each approach through its
+#: contended path (a process's first BLPOP, grant, poll: cold code)
+WARM_UP_GRANTS = 3
 
 #: a contender takes the lock of the name it is given once: an ``Event``
 Contender = Callable[[str], Event]
@@ -208,6 +212,14 @@ def overlaps(per_process: list[list[Event]]) -> int:
     return found
 
 
+def _round(pipes: list[Any], index: int, name: str, grants: int) -> list[tuple[list[Event], float]]:
+    """One round of approach ``index`` in the processes behind ``pipes``: their events and CPU."""
+    start = time.monotonic() + LEAD
+    for pipe in pipes:
+        pipe.send((index, name, grants, start))
+    return [pipe.recv() for pipe in pipes]
+
+
 def run(
     counts: tuple[int, ...] = COUNTS,
     repeats: int = REPEATS,
@@ -226,16 +238,16 @@ def run(
         worker.start()
     found: dict[tuple[int, int], tuple[list[float], list[float], list[float]]] = {}
     try:
+        for index in chosen:  # every process through the contended path once, untimed
+            _round(pipes, index, f"bench:contention:warm-up:{index}", WARM_UP_GRANTS)
         for repeat in range(repeats):
             for count in counts:
                 order = chosen
                 shift = (repeat + count) % len(order)
                 for index in order[shift:] + order[:shift]:
-                    name = f"bench:contention:{repeat}:{count}:{index}"
-                    start = time.monotonic() + LEAD
-                    for pipe in pipes[:count]:
-                        pipe.send((index, name, grants, start))
-                    replies = [pipe.recv() for pipe in pipes[:count]]
+                    replies = _round(
+                        pipes[:count], index, f"bench:contention:{repeat}:{count}:{index}", grants
+                    )
                     per_process = [events for events, _ in replies]
                     if overlapping := overlaps(per_process):
                         raise RuntimeError(f"{APPROACHES[index].label}: {overlapping} overlapping holds")

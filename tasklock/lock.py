@@ -239,11 +239,14 @@ class Lock:
 
     def _give_up_place(self, backend: LockBackend) -> None:
         """Leave the line after an error: a grant made meanwhile is passed on at once, not kept
-        by a waiter that will never use it."""
+        by a waiter that will never use it — also one whose reply the error cut off (the
+        server had popped it: the lock holds this token)."""
         try:
             turn = backend.leave(self._key, self.token, self.timeout)
-            if turn is not None and turn.value is not None:
-                backend.delete_if(self._key, turn.value)
+            granted = turn.value if turn is not None else backend.get(self._key)
+            holder = Holder.decode(granted)
+            if holder is not None and holder.token == self.token:
+                backend.delete_if(self._key, granted)
         except Exception:  # never hide the error that got us here
             logger.warning(
                 "lock %s: could not leave the line; its place lapses", shown(self.name), exc_info=True

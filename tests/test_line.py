@@ -185,6 +185,22 @@ def test_a_waiter_interrupted_while_blocked_leaves_the_line(alias, client):
     assert not client.exists(held._key), "nobody left to hand the lock to"
 
 
+def test_a_grant_whose_reply_an_interrupt_cut_off_is_passed_on(alias, client):
+    """The server popped the grant for the BLPOP, but the interrupt came before the reply was
+    read: the lock holds the waiter's token and no list says so. Giving up its place finds
+    that and frees the lock, instead of leaving it held by nobody until its TTL."""
+    name = unique()
+    held = Lock(name, timeout=30, cache=alias)
+    assert held.acquire()
+    waiter = Lock(name, timeout=30, cache=alias)
+    assert not join_line(waiter).fence
+    assert held.release()
+    assert client.lpop(f"{tickets_of(held)} {waiter.token}"), "popped, as for a BLPOP whose reply was lost"
+    assert holder_token(client, waiter) == waiter.token
+    waiter._give_up_place(get_backend(alias))
+    assert not client.exists(waiter._key)
+
+
 def test_no_grant_is_lost(alias, client):
     """A grant pushed while its waiter was not blocked is found by its next look, or by its
     leaving the line: either way the lock is the waiter's, never orphaned."""

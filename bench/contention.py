@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .handoff import Event, redis_client
+from .handoff import Event, raw_retry_loop, redis_client
 from .measure import percentile
 
 COUNTS = (4, 8, 16, 32)
@@ -64,24 +64,7 @@ def _gave_up(who: str) -> RuntimeError:
 
 def raw_floor() -> Contender:
     """A random token, ``SET NX PX`` retried every millisecond, a Lua compare-and-delete."""
-    import secrets
-
-    from .locks import COMPARE_AND_DELETE
-
-    client = redis_client()
-    release = client.register_script(COMPARE_AND_DELETE)
-
-    def contend(name: str) -> Event:
-        token, started = secrets.token_hex(16), time.monotonic()
-        while not client.set(name, token, nx=True, px=LOCK_TIMEOUT * 1000):
-            if time.monotonic() - started > WAIT:
-                raise _gave_up("the raw floor")
-            time.sleep(0.001)
-        event = _held(started)
-        release(keys=[name], args=[token])
-        return event
-
-    return contend
+    return raw_retry_loop(_held, LOCK_TIMEOUT, WAIT)
 
 
 def redis_py_lock() -> Contender:

@@ -58,6 +58,34 @@ def _held(started: float) -> Event:
     return started, acquired, time.monotonic()
 
 
+def raw_retry_loop(hold: Callable[[float], Event], timeout: float, wait: float) -> Callable[[str], Event]:
+    """The raw floor as a waiting lock: a random token, ``SET NX PX`` retried every millisecond,
+    ``hold``, a Lua compare-and-delete; takes the lock name per call."""
+    import secrets
+
+    from .locks import COMPARE_AND_DELETE
+
+    client = redis_client()
+    release = client.register_script(COMPARE_AND_DELETE)
+
+    def contend(name: str) -> Event:
+        token, started = secrets.token_hex(16), time.monotonic()
+        while not client.set(name, token, nx=True, px=int(timeout * 1000)):
+            if time.monotonic() - started > wait:
+                raise RuntimeError(f"the raw floor waited {wait} s in vain")
+            time.sleep(0.001)
+        event = hold(started)
+        release(keys=[name], args=[token])
+        return event
+
+    return contend
+
+
+def raw_floor(name: str) -> Contender:
+    contend = raw_retry_loop(_held, LOCK_TIMEOUT, WAIT)
+    return lambda: contend(name)
+
+
 def redis_py_lock(sleep: float) -> Callable[[str], Contender]:
     def make(name: str) -> Contender:
         client = redis_client()
@@ -114,6 +142,7 @@ def tasklock_wait(alias: str) -> Callable[[str], Contender]:
 HANDED = "handed over by the release"
 POLLS = "polls, backoff to 10 ms"
 APPROACHES = (
+    Approach("raw SET NX PX, retried every 1 ms (floor)", "polls 1 ms", raw_floor),
     Approach("redis-py Lock, sleep 0.1 (default)", "polls", redis_py_lock(0.1)),
     Approach("redis-py Lock, sleep 0.01", "polls", redis_py_lock(0.01)),
     Approach("python-redis-lock", "BLPOP on a signal list", python_redis_lock),

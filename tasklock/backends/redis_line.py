@@ -175,7 +175,7 @@ class Turn(NamedTuple):
 
     @classmethod
     def of(cls, reply: list[Any]) -> Turn:
-        """A ``_TAKE_OR_QUEUE`` reply."""
+        """A ``TAKE_OR_QUEUE`` reply."""
         if reply[0] == 2:
             return cls.granted(reply[1])
         if reply[0] == 1:

@@ -19,7 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from .backends import family_of
-from .exceptions import LockNotAcquired, shown
+from .exceptions import LockError, LockNotAcquired, shown
 from .keys import KeySpec, NameBuilder
 from .lock import MIN_RENEWED_TIMEOUT, Lock, cache_alias, seconds
 from .signals import lock_contended
@@ -246,7 +246,7 @@ def task_lock(
             taken = _take(held, task_id)
             held._task = None  # a later acquire of this Lock (held_lock()) looks for itself
             if not taken:
-                return _contended(held.name, task, running)
+                return _contended(held.name, task, running, task_id)
             holding = _holding.set(held)
             retried = False
             try:
@@ -286,20 +286,38 @@ def task_lock(
             return acquired
         return not tried and held.acquire()
 
-    def _contended(name: str, task: Task | None, running: bool) -> Any:
+    def _contended(name: str, task: Task | None, running: bool, task_id: str | None) -> Any:
         worker = running and task is not None and _run_by_worker(task)
         policy = on_locked
         if policy in (None, "wait", "retry"):
             policy = "retry" if worker else "raise"
-        task_id = task.request.id if running and task is not None else None
         lock_contended.send(sender=Lock, name=name, policy=policy, task_id=task_id)
         logger.info("lock %s is held; policy %s", shown(name), policy)
+        if policy != "retry" or task is None:
+            _drop_queue_lock(name, task_id)
         if policy == "skip":
             return SKIPPED
         if policy == "raise" or task is None:
             why = "" if task is None or on_locked == "raise" else f"; {_not_retried(task, running)}"
             raise LockNotAcquired(f"lock {shown(name)} is held by someone else{why}")
         delay = task.default_retry_delay if countdown is None else countdown
-        raise task.retry(countdown=delay * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER))
+        try:
+            raise task.retry(countdown=delay * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER))
+        except Retry:
+            raise  # the retry (same task id) hands its queue lock over when it runs
+        except BaseException:  # retries exhausted: this task will not run
+            _drop_queue_lock(name, task_id)
+            raise
+
+    def _drop_queue_lock(name: str, task_id: str | None) -> None:
+        """Free the queue lock of an ``until_and_while_executing`` task that will not run its
+        body (skipped, raised, out of retries), only if it still names ``task_id``; the run
+        lock it did not get is someone else's. Other modes' queue locks are their run locks."""
+        if not task_id or unique != UNTIL_AND_WHILE_EXECUTING:
+            return
+        try:
+            free_queued(queue_name(name, unique), cache, task_id)
+        except LockError:
+            logger.warning("queue lock of task %s left to its TTL", task_id, exc_info=True)
 
     return decorate

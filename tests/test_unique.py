@@ -11,9 +11,10 @@ import uuid
 import pytest
 import redis
 from celery import chain, chord, group
+from celery.exceptions import MaxRetriesExceededError
 from django.conf import settings
 
-from tasklock import DuplicateTask, Lock
+from tasklock import SKIPPED, DuplicateTask, Lock, LockNotAcquired
 from tasklock.backends import get_backend
 from tasklock.holder import Holder
 from tests import unique_tasks
@@ -32,8 +33,8 @@ def events(run_id: str) -> list[list]:
     return [json.loads(item) for item in client.lrange(f"events:{run_id}", 0, -1)]
 
 
-def holder_of(name: str) -> Holder | None:
-    backend = get_backend()
+def holder_of(name: str, cache: str = "default") -> Holder | None:
+    backend = get_backend(cache)
     return Holder.decode(backend.get(backend.key(name)))
 
 
@@ -200,3 +201,33 @@ def test_a_lock_taken_outside_a_task_is_a_duplicate_without_a_task_id():
     with Lock(f"{unique_tasks.rebuild.name}:{item}", timeout=10), pytest.raises(DuplicateTask) as raised:
         unique_tasks.rebuild.delay(item)
     assert raised.value.task_id is None
+
+
+def refused(result, policy: str) -> None:
+    """Wait for the outcome of a task that did not run its body under ``policy``."""
+    if policy == "skip":
+        assert result.get(timeout=60) == SKIPPED
+    else:
+        with pytest.raises((LockNotAcquired, MaxRetriesExceededError)):
+            result.get(timeout=60)
+
+
+@pytest.mark.parametrize("cache", ["default", "database"])
+@pytest.mark.parametrize("policy", ["skip", "raise", "retry"])
+def test_until_and_while_executing_that_does_not_run_frees_its_own_queue_lock(policy, cache, request):
+    """Its run lock held by another copy: skipped, raised, or out of retries, the task frees its
+    queue lock as it ends, so the next publish is queued (not answered with this task's id)."""
+    if cache == "database":
+        request.getfixturevalue("database_cache")
+    task = unique_tasks.REFUSED[policy, cache]
+    item, run_id = uuid.uuid4().hex, uuid.uuid4().hex
+    name = f"{task.name}:{item}"
+    with Lock(name, timeout=60, cache=cache):  # another copy's body runs
+        first = task.delay(item, run_id)
+        assert holder_of(name + ":queued", cache).task_id == first.id
+        refused(first, policy)
+        assert holder_of(name + ":queued", cache) is None, "its queue lock outlived it"
+        second = task.delay(item, run_id)
+        assert second.id != first.id
+        refused(second, policy)
+    assert events(run_id) == []

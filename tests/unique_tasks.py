@@ -2,6 +2,7 @@
 
 import json
 import time
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -84,3 +85,24 @@ def autoretry_once(self, item: str, run_id: str, countdown: float = 2) -> str:
     if self.request.retries == 0:
         raise ConnectionError("first attempt")
     return "done"
+
+
+def _refused(policy: str, cache: str) -> Any:
+    """An ``until_and_while_executing`` task on ``cache`` whose copy that finds the run lock
+    held does not run: ``skip``, ``raise``, or ``retry`` with no retry left."""
+
+    @app.task(base=UniqueTask, bind=True, name=f"tests.unique_tasks.refused_{policy}_{cache}", max_retries=0)
+    @task_lock(key="item", timeout=30, unique="until_and_while_executing", on_locked=policy, cache=cache)
+    def refused(self, item: str, run_id: str) -> str:
+        note(run_id, "start", self.request.id)
+        return "ran"
+
+    return refused
+
+
+#: by (on_locked, cache)
+REFUSED = {
+    (policy, cache): _refused(policy, cache)
+    for policy in ("skip", "raise", "retry")
+    for cache in ("default", "database")
+}

@@ -35,6 +35,13 @@ FOLLOW_POLL_MAX = 2.0
 FOLLOW_NAME = "tasklock.follow"
 
 
+def _followed(link: Any, link_error: Any, options: dict[str, Any]) -> bool:
+    """Whether something waits for this publish's own task id or goes on after it: a group or
+    chord header (``group_id``, ``chord``), a chain (its steps carry ``chain``, the last one an
+    empty one), or link callbacks."""
+    return bool(link or link_error or "chain" in options or options.get("group_id") or options.get("chord"))
+
+
 class UniqueTask(Task):
     """Takes the task's queue lock before publishing it; a duplicate publishes nothing."""
 
@@ -78,10 +85,11 @@ class UniqueTask(Task):
         if not taken:
             existing = holder.task_id if holder is not None else None
             if spec.on_duplicate == "existing" and existing is not None:
-                if options.get("group_id") is None:
+                if not _followed(link, link_error, options):
                     return self.AsyncResult(existing)
-                # a group (or chord header) waits for the id it froze: a follower under that id
-                # reports the existing task's result, so the group and the chord complete
+                # a canvas waits for the id it froze, or goes on after it: a follower under that
+                # id reports the existing task's result (or error), so groups and chords complete,
+                # a chain's next step gets it and the link callbacks run
                 return self.app.tasks[FOLLOW_NAME].apply_async(
                     (existing,),
                     task_id=task_id,

@@ -18,6 +18,7 @@ from tasklock import SKIPPED, DuplicateTask, Lock, LockNotAcquired
 from tasklock.backends import get_backend
 from tasklock.holder import Holder
 from tests import unique_tasks
+from tests.celery_app import app as celery_app
 from tests.test_celery import intervals, overlapping_pairs
 from tests.test_lifetime import wait_until
 
@@ -231,3 +232,59 @@ def test_until_and_while_executing_that_does_not_run_frees_its_own_queue_lock(po
         assert second.id != first.id
         refused(second, policy)
     assert events(run_id) == []
+
+
+@pytest.fixture(params=["default", "memcached"])
+def gated(request):
+    """The gated until_executed task on django-redis, then on memcached."""
+    if request.param == "memcached":
+        request.getfixturevalue("memcached_server")
+    return unique_tasks.GATED[request.param]
+
+
+def open_gate(run_id: str) -> None:
+    redis.Redis.from_url(settings.CELERY_RESULT_BACKEND).set(unique_tasks.gate_key(run_id), 1, ex=300)
+
+
+@pytest.fixture
+def run_id():
+    """A run's id; its gate is opened at the end whatever happened, so no task waits on."""
+    run_id = uuid.uuid4().hex
+    yield run_id
+    open_gate(run_id)
+
+
+def test_a_duplicate_heading_a_chain_passes_on_the_existing_result(gated, run_id):
+    """The duplicate publishes no body of its own, yet the chain's next step runs, with the
+    existing task's result."""
+    item = uuid.uuid4().hex
+    first = gated.delay(item, run_id, True)
+    chained = chain(gated.si(item, run_id), unique_tasks.then.s())()
+    open_gate(run_id)
+    assert chained.get(timeout=60) == f"then ran {item}"
+    assert first.get(timeout=60) == f"ran {item}"
+    assert [event[1] for event in events(run_id)] == [first.id], "the body ran once"
+
+
+def test_a_duplicate_with_a_link_runs_the_callback_with_the_existing_result(gated, run_id):
+    item = uuid.uuid4().hex
+    first = gated.delay(item, run_id, True)
+    callback = unique_tasks.then.s()
+    callback.freeze()
+    linked = gated.apply_async((item, run_id), link=callback)
+    open_gate(run_id)
+    assert celery_app.AsyncResult(callback.id).get(timeout=60) == f"then ran {item}"
+    assert linked.get(timeout=60) == first.get(timeout=60) == f"ran {item}"
+    assert [event[1] for event in events(run_id)] == [first.id], "the body ran once"
+
+
+def test_a_duplicate_ending_a_chain_gives_the_chain_its_result(gated, run_id):
+    """The worker publishes the chain's last step; a duplicate there reports the existing
+    task's result under the id the chain waits for."""
+    item, other = uuid.uuid4().hex, uuid.uuid4().hex
+    first = gated.delay(item, run_id, True)
+    chained = chain(gated.si(other, run_id), gated.si(item, run_id))()
+    wait_until(lambda: chained.state == "RETRY", 60)  # published as a duplicate, following the first
+    open_gate(run_id)
+    assert chained.get(timeout=60) == first.get(timeout=60) == f"ran {item}"
+    assert sorted(event[1] for event in events(run_id)) == sorted([first.id, chained.parent.id])

@@ -106,3 +106,34 @@ REFUSED = {
     for policy in ("skip", "raise", "retry")
     for cache in ("default", "database")
 }
+
+
+def gate_key(run_id: str) -> str:
+    """The result-backend Redis key whose presence opens the gate of run ``run_id``."""
+    return f"gate:{run_id}"
+
+
+def _gated(cache: str) -> Any:
+    """An ``until_executed`` task on ``cache`` that, with ``gated``, runs until the test opens
+    the gate: a duplicate published meanwhile surely finds it queued or running."""
+
+    @app.task(base=UniqueTask, bind=True, name=f"tests.unique_tasks.gated_{cache}")
+    @task_lock(key="item", timeout=30, unique="until_executed", cache=cache)
+    def gated(self, item: str, run_id: str, gated: bool = False) -> str:
+        note(run_id, "start", self.request.id)
+        client = redis.Redis.from_url(settings.CELERY_RESULT_BACKEND)
+        while gated and not client.exists(gate_key(run_id)):
+            time.sleep(0.01)
+        return f"ran {item}"
+
+    return gated
+
+
+#: by cache
+GATED = {cache: _gated(cache) for cache in ("default", "memcached")}
+
+
+@app.task
+def then(previous: str) -> str:
+    """A chain's next step, or a link callback: it gets the result before it."""
+    return f"then {previous}"

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from celery import Task, shared_task
+from celery.backends.base import DisabledBackend
 from celery.exceptions import Ignore
 from celery.result import AsyncResult
 from celery.utils import uuid
@@ -91,7 +92,7 @@ class UniqueTask(Task):
                 # id reports the existing task's result (or error), so groups and chords complete,
                 # a chain's next step gets it and the link callbacks run
                 return self.app.tasks[FOLLOW_NAME].apply_async(
-                    (existing,),
+                    (existing, holder.task_name),  # type: ignore[union-attr]
                     task_id=task_id,
                     producer=producer,
                     link=link,
@@ -166,10 +167,26 @@ class UniqueTask(Task):
         held.requeue(held.timeout + self._waits(countdown, eta))
 
 
+def _stores_result(app: Any, task_name: str | None) -> bool:
+    """Whether task ``task_name`` stores its result (as far as this app can tell: a task it
+    does not know is assumed to)."""
+    task = app.tasks.get(task_name) if task_name else None
+    return task is None or not (task.ignore_result or isinstance(task.backend, DisabledBackend))
+
+
 @shared_task(bind=True, name=FOLLOW_NAME, max_retries=None, ignore_result=False)
-def follow(self: Task, task_id: str) -> Any:
-    """Stand in for task ``task_id`` inside a group: its result once it is ready (polled by
-    retries with a growing countdown, so no worker process blocks on it)."""
+def follow(self: Task, task_id: str, task_name: str | None = None) -> Any:
+    """Stand in for task ``task_id`` (of task ``task_name``) inside a canvas: its result once it
+    is ready (polled by retries with a growing countdown, so no worker process blocks on it).
+    A task that never stores its result (``ignore_result``) has nothing to follow: the stand-in
+    fails at once with ``DuplicateTask`` instead of polling for ever."""
+    if not _stores_result(self.app, task_name):
+        raise DuplicateTask(
+            f"task {task_id} ({task_name}) already holds this lock, and its duplicate in a group, chord, "
+            "chain or with link= cannot report its result: the task never stores one (ignore_result=True "
+            "or no result backend)",
+            task_id,
+        )
     existing = self.app.AsyncResult(task_id)
     if not existing.ready():
         raise self.retry(countdown=min(FOLLOW_POLL * 1.5**self.request.retries, FOLLOW_POLL_MAX))

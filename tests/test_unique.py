@@ -288,3 +288,18 @@ def test_a_duplicate_ending_a_chain_gives_the_chain_its_result(gated, run_id):
     open_gate(run_id)
     assert chained.get(timeout=60) == first.get(timeout=60) == f"ran {item}"
     assert sorted(event[1] for event in events(run_id)) == sorted([first.id, chained.parent.id])
+
+
+def test_a_duplicate_of_a_task_that_stores_no_result_fails_its_canvas_at_once(run_id):
+    """Nothing to follow: the group and the chain fail with DuplicateTask (not a stand-in polling
+    for ever), and the existing task still runs once."""
+    task, item = unique_tasks.GATED_UNSTORED, uuid.uuid4().hex
+    task.delay(item, run_id, True)
+    grouped = group(task.si(item, run_id), unique_tasks.then.s("other"))()
+    chained = chain(task.si(item, run_id), unique_tasks.then.s())()
+    for result in (grouped, chained):
+        with pytest.raises(DuplicateTask, match="ignore_result"):
+            result.get(timeout=60)
+    open_gate(run_id)
+    wait_until(lambda: holder_of(f"{task.name}:{item}") is None, 60)
+    assert len(events(run_id)) == 1

@@ -113,11 +113,12 @@ def gate_key(run_id: str) -> str:
     return f"gate:{run_id}"
 
 
-def _gated(cache: str) -> Any:
+def _gated(cache: str, ignore_result: bool = False) -> Any:
     """An ``until_executed`` task on ``cache`` that, with ``gated``, runs until the test opens
     the gate: a duplicate published meanwhile surely finds it queued or running."""
+    name = f"tests.unique_tasks.gated_{cache}{'_unstored' if ignore_result else ''}"
 
-    @app.task(base=UniqueTask, bind=True, name=f"tests.unique_tasks.gated_{cache}")
+    @app.task(base=UniqueTask, bind=True, name=name, ignore_result=ignore_result)
     @task_lock(key="item", timeout=30, unique="until_executed", cache=cache)
     def gated(self, item: str, run_id: str, gated: bool = False) -> str:
         note(run_id, "start", self.request.id)
@@ -131,6 +132,8 @@ def _gated(cache: str) -> Any:
 
 #: by cache
 GATED = {cache: _gated(cache) for cache in ("default", "memcached")}
+#: its result is never stored
+GATED_UNSTORED = _gated("default", ignore_result=True)
 
 
 @app.task

@@ -171,6 +171,28 @@ def test_revoke_of_a_queued_task_frees_its_lock():
     assert unique_tasks.rebuild.delay(item, run_id).id != result.id
 
 
+def scheduled_in_worker(task_id: str) -> bool:
+    """Whether a worker holds task ``task_id`` in its timer, waiting for its countdown."""
+    found = celery_app.control.inspect(timeout=1).scheduled() or {}
+    return any(entry["request"]["id"] == task_id for entries in found.values() for entry in entries)
+
+
+def test_revoke_of_a_task_waiting_for_its_countdown_in_the_worker_frees_its_lock_at_once():
+    """The worker has the message and waits for its ETA (10 minutes away): a revoke frees the
+    queue lock then, not at the ETA, and a duplicate is queued and runs meanwhile."""
+    item, run_id = uuid.uuid4().hex, uuid.uuid4().hex
+    name = f"{unique_tasks.rebuild.name}:{item}"
+    result = unique_tasks.rebuild.apply_async((item, run_id), countdown=600)
+    wait_until(lambda: scheduled_in_worker(result.id), 60)
+    assert holder_of(name).task_id == result.id
+    result.revoke()
+    wait_until(lambda: holder_of(name) is None, 60)
+    again = unique_tasks.rebuild.delay(item, run_id)
+    assert again.id != result.id
+    assert again.get(timeout=60) == f"ran {item}"
+    assert [event[1] for event in events(run_id)] == [again.id]
+
+
 def test_a_chain_of_unique_tasks():
     first, second = uuid.uuid4().hex, uuid.uuid4().hex
     result = chain(

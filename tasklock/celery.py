@@ -78,6 +78,7 @@ class UniqueTask(Task):
         found = lock_name_of_call(self, tuple(args or ()), dict(kwargs or {}))
         assert found is not None  # spec_of found the task_lock body
         name, alias = found
+        named = task_id is not None  # by a canvas (a frozen id) or the caller: it will be asked for
         task_id = task_id or uuid()
         waits = self._waits(options.get("countdown"), options.get("eta"))
         timeout = (spec.timeout or conf.TIMEOUT) + waits
@@ -91,7 +92,7 @@ class UniqueTask(Task):
                 # a canvas waits for the id it froze, or goes on after it: a follower under that
                 # id reports the existing task's result (or error), so groups and chords complete,
                 # a chain's next step gets it and the link callbacks run
-                return self.app.tasks[FOLLOW_NAME].apply_async(
+                follower = self.app.tasks[FOLLOW_NAME].apply_async(
                     (existing, holder.task_name),  # type: ignore[union-attr]
                     task_id=task_id,
                     producer=producer,
@@ -99,6 +100,7 @@ class UniqueTask(Task):
                     link_error=link_error,
                     **options,
                 )
+                return follower if named else self.AsyncResult(existing)
             raise DuplicateTask(
                 f"{self.name} is already queued or running under lock {shown(queued.name)}"
                 + (f" (task {existing})" if existing else " (held by no task)"),

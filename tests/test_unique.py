@@ -296,6 +296,7 @@ def test_a_duplicate_with_a_link_runs_the_callback_with_the_existing_result(gate
     linked = gated.apply_async((item, run_id), link=callback)
     open_gate(run_id)
     assert celery_app.AsyncResult(callback.id).get(timeout=60) == f"then ran {item}"
+    assert linked.id == first.id, "a plain call still gets the existing task's AsyncResult"
     assert linked.get(timeout=60) == first.get(timeout=60) == f"ran {item}"
     assert [event[1] for event in events(run_id)] == [first.id], "the body ran once"
 

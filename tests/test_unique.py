@@ -326,3 +326,16 @@ def test_a_duplicate_of_a_task_that_stores_no_result_fails_its_canvas_at_once(ru
     open_gate(run_id)
     wait_until(lambda: holder_of(f"{task.name}:{item}") is None, 60)
     assert len(events(run_id)) == 1
+
+
+def test_a_duplicate_of_a_call_that_stores_no_result_fails_its_canvas_once_that_ends(run_id):
+    """``ignore_result=True`` on the existing call only: the stand-in sees it end (its lock gone)
+    without a result and fails soon after, instead of polling for ever."""
+    task, item = unique_tasks.GATED["default"], uuid.uuid4().hex
+    task.apply_async((item, run_id, True), ignore_result=True)
+    grouped = group(task.si(item, run_id), unique_tasks.then.s("other"))()
+    wait_until(lambda: grouped.results[0].state == "RETRY", 60)  # following the running task
+    open_gate(run_id)
+    with pytest.raises(DuplicateTask, match="stored no result"):
+        grouped.get(timeout=60)
+    assert len(events(run_id)) == 1

@@ -8,9 +8,10 @@ class TaskLockConfig(AppConfig):
     default_auto_field = "django.db.models.AutoField"
 
     def ready(self) -> None:
-        from . import checks, reaper, topology_checks
+        from . import checks, reaper, topology_checks, unique
 
         reaper.connect()
+        unique.connect()
         register(checks.check_settings, "tasklock")
         register(checks.check_lock_cache, Tags.caches, "tasklock")
         register(checks.check_time_limits, "tasklock")

@@ -9,20 +9,24 @@ call it: they publish without a queue lock (the run lock still keeps copies apar
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
 from typing import Any
 
 from celery import Task, shared_task
+from celery.backends.base import DisabledBackend
 from celery.exceptions import Ignore
 from celery.result import AsyncResult
 from celery.utils import uuid
 from celery.utils.time import maybe_make_aware
 
+from .backends import get_backend
 from .conf import conf
 from .decorators import held_lock, lock_name_of_call, spec_of
 from .exceptions import DuplicateTask, LockError, shown
+from .holder import Holder
 from .lock import Lock
-from .unique import UNTIL_EXECUTED, WHILE_EXECUTING, QueueLock, queue_name
+from .unique import QUEUE_SUFFIX, UNTIL_EXECUTED, UNTIL_EXECUTING, WHILE_EXECUTING, QueueLock, queue_name
 
 logger = logging.getLogger("tasklock")
 
@@ -31,8 +35,17 @@ __all__ = ["UniqueTask"]
 #: a follower polls the task it stands in for every FOLLOW_POLL s, growing to FOLLOW_POLL_MAX
 FOLLOW_POLL = 0.05
 FOLLOW_POLL_MAX = 2.0
-#: the follower task that stands in for a duplicate inside a group or chord header
+#: a followed task that no longer holds a lock naming it has this long (s) to store its result
+FOLLOW_GRACE = 10.0
+#: the follower task that stands in for a duplicate inside a canvas
 FOLLOW_NAME = "tasklock.follow"
+
+
+def _followed(link: Any, link_error: Any, options: dict[str, Any]) -> bool:
+    """Whether something waits for this publish's own task id or goes on after it: a group or
+    chord header (``group_id``, ``chord``), a chain (its steps carry ``chain``, the last one an
+    empty one), or link callbacks."""
+    return bool(link or link_error or "chain" in options or options.get("group_id") or options.get("chord"))
 
 
 class UniqueTask(Task):
@@ -70,6 +83,7 @@ class UniqueTask(Task):
         found = lock_name_of_call(self, tuple(args or ()), dict(kwargs or {}))
         assert found is not None  # spec_of found the task_lock body
         name, alias = found
+        named = task_id is not None  # by a canvas (a frozen id) or the caller: it will be asked for
         task_id = task_id or uuid()
         waits = self._waits(options.get("countdown"), options.get("eta"))
         timeout = (spec.timeout or conf.TIMEOUT) + waits
@@ -78,18 +92,21 @@ class UniqueTask(Task):
         if not taken:
             existing = holder.task_id if holder is not None else None
             if spec.on_duplicate == "existing" and existing is not None:
-                if options.get("group_id") is None:
+                if not _followed(link, link_error, options):
                     return self.AsyncResult(existing)
-                # a group (or chord header) waits for the id it froze: a follower under that id
-                # reports the existing task's result, so the group and the chord complete
-                return self.app.tasks[FOLLOW_NAME].apply_async(
+                # a canvas waits for the id it froze, or goes on after it: a follower under that
+                # id reports the existing task's result (or error), so groups and chords complete,
+                # a chain's next step gets it and the link callbacks run
+                follower = self.app.tasks[FOLLOW_NAME].apply_async(
                     (existing,),
+                    {"task_name": holder.task_name, "name": holder.name, "cache": alias},  # type: ignore[union-attr]
                     task_id=task_id,
                     producer=producer,
                     link=link,
                     link_error=link_error,
                     **options,
                 )
+                return follower if named else self.AsyncResult(existing)
             raise DuplicateTask(
                 f"{self.name} is already queued or running under lock {shown(queued.name)}"
                 + (f" (task {existing})" if existing else " (held by no task)"),
@@ -158,11 +175,69 @@ class UniqueTask(Task):
         held.requeue(held.timeout + self._waits(countdown, eta))
 
 
+def _stores_result(app: Any, task_name: str | None) -> bool:
+    """Whether task ``task_name`` stores its result (as far as this app can tell: a task it
+    does not know is assumed to)."""
+    task = app.tasks.get(task_name) if task_name else None
+    return task is None or not (task.ignore_result or isinstance(task.backend, DisabledBackend))
+
+
+def _locked_until_it_ends(app: Any, task_name: str | None) -> bool:
+    """Whether task ``task_name`` holds a lock naming its id until its body ends (every unique
+    mode but ``until_executing``, whose body runs unlocked)."""
+    task = app.tasks.get(task_name) if task_name else None
+    spec = spec_of(task) if task is not None else None
+    return spec is not None and spec.unique not in (WHILE_EXECUTING, UNTIL_EXECUTING)
+
+
+def _holds(task_id: str, name: str, cache: str | None) -> bool:
+    """Whether lock ``name`` (the queue lock a duplicate found) or the run lock it is handed
+    over to still names task ``task_id``; True when the cache cannot tell."""
+    backend = get_backend(cache)
+    names = {name, name.removesuffix(QUEUE_SUFFIX)}
+    try:
+        holders = [Holder.decode(backend.get(backend.key(each))) for each in names]
+    except backend.errors:
+        return True
+    return any(holder is not None and holder.task_id == task_id for holder in holders)
+
+
 @shared_task(bind=True, name=FOLLOW_NAME, max_retries=None, ignore_result=False)
-def follow(self: Task, task_id: str) -> Any:
-    """Stand in for task ``task_id`` inside a group: its result once it is ready (polled by
-    retries with a growing countdown, so no worker process blocks on it)."""
+def follow(
+    self: Task,
+    task_id: str,
+    task_name: str | None = None,
+    name: str | None = None,
+    cache: str | None = None,
+    unlocked_since: float | None = None,
+) -> Any:
+    """Stand in for task ``task_id`` (of task ``task_name``, found holding lock ``name`` in cache
+    ``cache``) inside a canvas: its result once it is ready, polled by retries with a growing
+    countdown, so no worker process blocks on it. Never for ever: a task that never stores its
+    result (``ignore_result``) fails the stand-in at once, and one that no longer holds a lock
+    naming it and stored no result within ``FOLLOW_GRACE`` s ended without one (a per-call
+    ``ignore_result``): ``DuplicateTask`` either way."""
+    if not _stores_result(self.app, task_name):
+        raise DuplicateTask(
+            f"task {task_id} ({task_name}) already holds this lock, and its duplicate in a group, chord, "
+            "chain or with link= cannot report its result: the task never stores one (ignore_result=True "
+            "or no result backend)",
+            task_id,
+        )
     existing = self.app.AsyncResult(task_id)
-    if not existing.ready():
-        raise self.retry(countdown=min(FOLLOW_POLL * 1.5**self.request.retries, FOLLOW_POLL_MAX))
-    return existing.get(disable_sync_subtasks=False)
+    if existing.ready():
+        return existing.get(disable_sync_subtasks=False)
+    now = time.time()
+    if name is None or not _locked_until_it_ends(self.app, task_name) or _holds(task_id, name, cache):
+        unlocked_since = None
+    elif unlocked_since is None:
+        unlocked_since = now
+    elif now - unlocked_since > FOLLOW_GRACE:
+        raise DuplicateTask(
+            f"task {task_id} ({task_name}) no longer holds lock {shown(name)} and stored no result within "
+            f"{FOLLOW_GRACE:g} s: it ended without storing one (ignore_result=True on its call?), so its "
+            "duplicate in a group, chord, chain or with link= has no result to report",
+            task_id,
+        )
+    kwargs = {"task_name": task_name, "name": name, "cache": cache, "unlocked_since": unlocked_since}
+    raise self.retry(kwargs=kwargs, countdown=min(FOLLOW_POLL * 1.5**self.request.retries, FOLLOW_POLL_MAX))

@@ -90,7 +90,8 @@ def memcached_servers(config: dict[str, Any]) -> list[str]:
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """tasklock.E003: unknown keys, wrong types or non-positive timeouts in ``TASKLOCK``."""
+    """tasklock.E003: unknown keys, wrong types or non-positive timeouts in ``TASKLOCK``, or
+    ``REPLICAS`` for a lock cache that has no replicas to confirm an acquire."""
     return [
         Error(
             problem,
@@ -102,6 +103,25 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             id="tasklock.E003",
         )
         for problem in problems(getattr(settings, "TASKLOCK", {}))
+    ] + _replicas_ignored()
+
+
+def _replicas_ignored() -> list[CheckMessage]:
+    """tasklock.E003 when ``REPLICAS`` asks memcached or the database cache for confirmations:
+    only Redis has ``WAIT``, so the setting would do nothing there."""
+    replicas = _setting("REPLICAS")
+    found = _lock_cache() if replicas else []
+    if isinstance(found, list) or found.family not in ("memcached", "database"):
+        return []  # Redis confirms; an unsafe or unknown cache has its own message
+    return [
+        Error(
+            f"TASKLOCK['REPLICAS'] is {replicas}, but the lock cache {found.alias!r} is {found.family}, "
+            "which has no replicas to confirm an acquire (only Redis's WAIT does): the setting would be "
+            "ignored and no acquire confirmed.",
+            hint="Set TASKLOCK['REPLICAS'] to 0 for this cache, or lock on Redis.",
+            obj="TASKLOCK",
+            id="tasklock.E003",
+        )
     ]
 
 

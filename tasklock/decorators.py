@@ -14,10 +14,14 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from celery import Task
 from celery.exceptions import Retry
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
-from .exceptions import LockNotAcquired, shown
+from .backends import family_of
+from .exceptions import LockError, LockNotAcquired, shown
 from .keys import KeySpec, NameBuilder
-from .lock import MIN_RENEWED_TIMEOUT, Lock, seconds
+from .lock import MIN_RENEWED_TIMEOUT, Lock, cache_alias, seconds
 from .signals import lock_contended
 from .taskbody import MAX_UNWRAP, TaskBody, running_task
 from .unique import (
@@ -79,6 +83,21 @@ def _non_negative(value: object, what: str) -> float | None:
     return float(value)
 
 
+def _polling_backend(cache: str | None) -> str | None:
+    """The backend class name of cache ``cache`` (None: ``TASKLOCK["CACHE"]``) when the
+    settings show that its waiters poll (no line to serve in order, so no ``fair=``); None
+    otherwise, or when they cannot tell yet (the lock's first call then says what is wrong)."""
+    if not settings.configured:
+        return None
+    try:
+        config = settings.CACHES.get(cache_alias(cache))
+        backend = None if config is None else import_string(config.get("BACKEND", ""))
+        family = None if backend is None else family_of(backend)
+    except (ImportError, ImproperlyConfigured):
+        return None
+    return backend.__name__ if backend is not None and family not in (None, "redis") else None
+
+
 def _run_by_worker(task: Task) -> bool:
     return not task.request.called_directly and not task.request.is_eager
 
@@ -126,7 +145,7 @@ def task_lock(
     cache: str | None = None,
     renew: bool = True,
     unique: Mode = WHILE_EXECUTING,
-    on_duplicate: OnDuplicate = "existing",
+    on_duplicate: OnDuplicate | None = None,
     fair: bool = False,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Hold a lock named from the task and its arguments while the body runs.
@@ -141,13 +160,19 @@ def task_lock(
 
     ``unique`` (with ``base=tasklock.celery.UniqueTask``) also locks at publish time:
     ``until_executing``, ``until_executed``, ``until_and_while_executing``; a duplicate
-    publish returns the existing task's result (``on_duplicate="existing"``) or raises
-    ``DuplicateTask``. ``fair`` serves ``wait``-ers in arrival order (Redis caches only).
+    publish returns the existing task's result (``on_duplicate="existing"``, the default) or
+    raises ``DuplicateTask``. ``fair`` serves ``wait``-ers in arrival order (Redis caches only).
     """
     if unique not in MODES:
         raise ValueError(f"task_lock unique must be one of {MODES}, got {unique!r}")
-    if on_duplicate not in ON_DUPLICATE:
+    if on_duplicate is not None and on_duplicate not in ON_DUPLICATE:
         raise ValueError(f"task_lock on_duplicate must be one of {ON_DUPLICATE}, got {on_duplicate!r}")
+    if on_duplicate is not None and unique == WHILE_EXECUTING:
+        raise ValueError(
+            f"task_lock on_duplicate={on_duplicate!r} only applies to a unique= mode that locks at "
+            f'publish time ({", ".join(repr(mode) for mode in MODES[1:])}); with unique="{WHILE_EXECUTING}" '
+            "(the default) nothing is refused at publish"
+        )
     if on_locked is not None and on_locked not in POLICIES:
         raise ValueError(f"task_lock on_locked must be one of {POLICIES} or None, got {on_locked!r}")
     if wait is not None and on_locked != "wait":
@@ -161,11 +186,16 @@ def task_lock(
         cache=cache,
         renew=renew,
         unique=unique,
-        on_duplicate=on_duplicate,
+        on_duplicate=on_duplicate or "existing",
         fair=fair,
     )
     if not isinstance(fair, bool):
         raise ValueError(f"task_lock fair must be True or False, got {fair!r}")
+    if fair and (backend := _polling_backend(cache)):
+        raise ValueError(
+            f"task_lock fair=True needs a Redis lock cache (waiters served in line); cache "
+            f"{cache_alias(cache)!r} ({backend}) has its waiters poll, which keeps no order"
+        )
     if not isinstance(renew, bool):
         raise ValueError(f"task_lock renew must be True or False, got {renew!r}")
     if renew and spec.timeout is not None and spec.timeout < MIN_RENEWED_TIMEOUT:
@@ -216,7 +246,7 @@ def task_lock(
             taken = _take(held, task_id)
             held._task = None  # a later acquire of this Lock (held_lock()) looks for itself
             if not taken:
-                return _contended(held.name, task, running)
+                return _contended(held.name, task, running, task_id)
             holding = _holding.set(held)
             retried = False
             try:
@@ -256,20 +286,38 @@ def task_lock(
             return acquired
         return not tried and held.acquire()
 
-    def _contended(name: str, task: Task | None, running: bool) -> Any:
+    def _contended(name: str, task: Task | None, running: bool, task_id: str | None) -> Any:
         worker = running and task is not None and _run_by_worker(task)
         policy = on_locked
         if policy in (None, "wait", "retry"):
             policy = "retry" if worker else "raise"
-        task_id = task.request.id if running and task is not None else None
         lock_contended.send(sender=Lock, name=name, policy=policy, task_id=task_id)
         logger.info("lock %s is held; policy %s", shown(name), policy)
+        if policy != "retry" or task is None:
+            _drop_queue_lock(name, task_id)
         if policy == "skip":
             return SKIPPED
         if policy == "raise" or task is None:
             why = "" if task is None or on_locked == "raise" else f"; {_not_retried(task, running)}"
             raise LockNotAcquired(f"lock {shown(name)} is held by someone else{why}")
         delay = task.default_retry_delay if countdown is None else countdown
-        raise task.retry(countdown=delay * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER))
+        try:
+            raise task.retry(countdown=delay * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER))
+        except Retry:
+            raise  # the retry (same task id) hands its queue lock over when it runs
+        except BaseException:  # retries exhausted: this task will not run
+            _drop_queue_lock(name, task_id)
+            raise
+
+    def _drop_queue_lock(name: str, task_id: str | None) -> None:
+        """Free the queue lock of an ``until_and_while_executing`` task that will not run its
+        body (skipped, raised, out of retries), only if it still names ``task_id``; the run
+        lock it did not get is someone else's. Other modes' queue locks are their run locks."""
+        if not task_id or unique != UNTIL_AND_WHILE_EXECUTING:
+            return
+        try:
+            free_queued(queue_name(name, unique), cache, task_id)
+        except LockError:
+            logger.warning("queue lock of task %s left to its TTL", task_id, exc_info=True)
 
     return decorate

@@ -10,6 +10,7 @@ and ``hand_over``). ``until_and_while_executing`` keeps its queue lock under its
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -128,3 +129,45 @@ def on_task_revoked(sender: Any = None, request: Any = None, terminated: bool = 
             logger.warning("could not free the queue lock of revoked task %s", request.id, exc_info=True)
 
     threading.Thread(target=run, name=f"tasklock-revoked-{request.id}", daemon=True).start()
+
+
+def _free_waiting(task_ids: list[str]) -> None:
+    """The queue locks of revoked tasks this worker holds but does not run (waiting for their
+    countdown/ETA, or for a pool process): freed now, not when Celery would look at them."""
+    from celery.worker.state import active_requests, requests
+
+    for task_id in task_ids:
+        request = requests.get(task_id)
+        if request is not None and request not in active_requests:
+            on_task_revoked(sender=request.task, request=request)
+
+
+def wrap_revoke(sender: Any = None, **kw: Any) -> None:
+    """``worker_init``: wrap the worker's ``revoke`` remote-control command so that it also
+    frees the queue locks of the revoked tasks waiting in this worker. Celery itself sends
+    ``task_revoked`` for such a task only at its ETA, keeping a duplicate out until then."""
+    from celery.utils.functional import maybe_list
+    from celery.worker.control import Panel
+
+    revoke = Panel.data.get("revoke")
+    if revoke is None or getattr(revoke, "tasklock", False):
+        return
+
+    @functools.wraps(revoke)
+    def revoke_and_free(state: Any, task_id: Any, *args: Any, **kwargs: Any) -> Any:
+        answer = revoke(state, task_id, *args, **kwargs)
+        try:
+            _free_waiting(list(maybe_list(task_id) or ()))
+        except Exception:  # the revoke itself is done: never fail the command
+            logger.warning("could not free the queue locks of revoked tasks %s", task_id, exc_info=True)
+        return answer
+
+    revoke_and_free.tasklock = True  # type: ignore[attr-defined]
+    Panel.data["revoke"] = revoke_and_free
+
+
+def connect() -> None:
+    """Connect the worker's hooks (from ``TaskLockConfig.ready``)."""
+    from celery import signals
+
+    signals.worker_init.connect(wrap_revoke, weak=False, dispatch_uid="tasklock.unique.revoke")

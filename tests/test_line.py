@@ -241,6 +241,18 @@ def test_fair_needs_a_cache_that_hands_over(cache, memcached_server, database_ca
         Lock(unique(), timeout=5, cache=cache, fair=True)
 
 
+@pytest.mark.parametrize(
+    ("cache", "backend"), [("memcached", "PyMemcacheCache"), ("database", "DatabaseCache")]
+)
+def test_task_lock_fair_on_a_polling_cache_is_refused_at_decoration(cache, backend, settings):
+    with pytest.raises(ValueError, match=rf"fair=True .*{cache!r} \({backend}\)"):
+        task_lock(key=(), fair=True, cache=cache)
+    settings.TASKLOCK = {"CACHE": cache}  # the lock cache, when task_lock names none
+    with pytest.raises(ValueError, match=rf"fair=True .*{cache!r} \({backend}\)"):
+        task_lock(key=(), fair=True)
+    assert task_lock(key=(), fair=True, cache="default")  # Redis serves its line in order
+
+
 def test_fair_must_be_a_bool(redis_server):
     with pytest.raises(ValueError, match="fair must be True or False, got 'yes'"):
         Lock(unique(), fair="yes")

@@ -2,8 +2,12 @@
 only when ``WAIT`` confirms the replicas have it; a failover under contention."""
 
 import itertools
+import os
+import subprocess
+import sys
 import threading
 import time
+import uuid
 
 import pytest
 import redis
@@ -13,8 +17,12 @@ from django.core.exceptions import ImproperlyConfigured
 from tasklock import Lock, LockError
 from tasklock.backends import get_backend
 from tasklock.conf import conf
+from tasklock.unique import QueueLock
+from tests import tasks, unique_tasks
 from tests.servers import SENTINEL_SERVICE, redis_cli, wait_until
+from tests.test_celery import intervals
 from tests.test_checks import messages
+from tests.test_unique import events
 
 SENTINEL_CACHES = ["sentinel", "django_sentinel"]
 
@@ -165,3 +173,88 @@ def test_sentinel_failover_under_contention(settings, sentinel_cache, redis_sent
     ordered = sorted(spans)
     assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(ordered)), "two holders"
     print(f"{sentinel_cache}: {len(spans)} locks, {len(errors)} LockErrors during the failover: {errors[:3]}")
+
+
+@pytest.mark.parametrize("cache", ["memcached", "database"])
+def test_replicas_on_a_cache_without_replicas_is_e003(settings, cache):
+    settings.TASKLOCK = {"CACHE": cache, "REPLICAS": 1}
+    found = messages()["tasklock.E003"]
+    assert len(found) == 1 and "TASKLOCK['REPLICAS'] is 1" in found[0] and f"{cache!r} is {cache}" in found[0]
+    settings.TASKLOCK = {"CACHE": cache}
+    assert "tasklock.E003" not in messages()
+    settings.TASKLOCK = {"CACHE": "default", "REPLICAS": 1}
+    assert "tasklock.E003" not in messages(), "Redis confirms with WAIT"
+
+
+@pytest.mark.parametrize("mode", ["until_executed", "until_and_while_executing"])
+def test_too_few_replicas_fail_the_start_of_a_unique_task_closed(settings, lock_cache_redis, mode):
+    """The start's claim / hand-over of a queued task is confirmed like an acquire: with too few
+    replicas it takes nothing, frees the queue lock it converted, and raises LockError."""
+    name = f"unique:{uuid.uuid4().hex}"
+    queue_name = name + ":queued" if mode == "until_and_while_executing" else name
+    assert QueueLock(queue_name, lock_cache_redis, 30, "tests.t", "mine").take() == (True, None)
+    settings.TASKLOCK = {"REPLICAS": 1, "REPLICA_TIMEOUT": 0.05}
+    run = Lock(name, timeout=5, cache=lock_cache_redis)
+    with pytest.raises(LockError, match="0 of 1 replicas"):
+        run.claim("mine") if mode == "until_executed" else run.hand_over(queue_name, "mine")
+    assert not run and not run.locked(), "the unconfirmed run lock was released"
+    backend = get_backend(lock_cache_redis)
+    assert backend.get(backend.key(queue_name)) is None
+
+
+def test_too_few_replicas_fail_the_start_of_a_unique_task_on_a_cluster(settings, cluster_cache):
+    """On a cluster the start converts the queue lock in place (no script over both keys): that
+    step is confirmed too."""
+    name = f"unique:{uuid.uuid4().hex}"
+    assert QueueLock(name, cluster_cache, 30, "tests.t", "mine").take() == (True, None)
+    settings.TASKLOCK = {"REPLICAS": 1, "REPLICA_TIMEOUT": 0.05}
+    run = Lock(name, timeout=5, cache=cluster_cache)
+    with pytest.raises(LockError, match="0 of 1 replicas"):
+        run.claim("mine")
+    assert not run.locked(), "the unconfirmed run lock was released"
+
+
+def test_too_few_replicas_fail_a_unique_publish_closed(settings, lock_cache_redis):
+    """The queue lock is confirmed too: an until_executing task (whose body runs unlocked) is
+    not published when its queue lock could be lost."""
+    name = f"unique:{uuid.uuid4().hex}"
+    settings.TASKLOCK = {"REPLICAS": 1, "REPLICA_TIMEOUT": 0.05}
+    with pytest.raises(LockError, match="0 of 1 replicas"):
+        QueueLock(name, lock_cache_redis, 30, "tests.t", "mine").take()
+    assert not Lock(name, cache=lock_cache_redis).locked(), "the unconfirmed queue lock was released"
+    item = uuid.uuid4().hex
+    with pytest.raises(LockError, match="0 of 1 replicas"):
+        unique_tasks.rebuild_once_started.delay(item, "", 0)
+    assert not Lock(f"{unique_tasks.rebuild_once_started.name}:{item}").locked()
+
+
+def test_a_worker_with_too_few_replicas_runs_no_unique_body(redis_server, tmp_path):
+    """A real prefork worker with REPLICAS=1 and no replica: tasks queued (by a publisher that
+    asks no replica) fail with LockError at their start, their bodies never run, no lock is
+    left; a plain locked task there fails closed the same way."""
+    queue = f"tasklock-replicas-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings_replicas"}
+    item, run_id = uuid.uuid4().hex, uuid.uuid4().hex
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", "--pool=prefork",
+             "--concurrency=2", f"--queues={queue}", "--without-gossip", "--without-mingle",
+             "--without-heartbeat", "--loglevel=warning", f"--hostname={queue}@%h"],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+        try:
+            results = [
+                unique_tasks.rebuild.apply_async((item, run_id), queue=queue),
+                unique_tasks.rebuild_both.apply_async((item, run_id, 0), queue=queue),
+                tasks.update_game.apply_async((int(time.time() * 1000), run_id, 0), queue=queue),
+            ]
+            for result in results:
+                with pytest.raises(LockError, match="0 of 1 replicas"):
+                    result.get(timeout=60)
+        finally:
+            worker.terminate()
+            worker.wait(30)
+    assert events(run_id) == [] and intervals(run_id) == [], "a body ran"
+    for task in (unique_tasks.rebuild, unique_tasks.rebuild_both):
+        for suffix in ("", ":queued"):
+            assert not Lock(f"{task.name}:{item}{suffix}").locked()

@@ -100,6 +100,15 @@ def test_misspelt_options_are_value_errors_at_decoration(option, value):
         task_lock(key=(), **{option: value})
 
 
+@pytest.mark.parametrize("on_duplicate", ["existing", "raise"])
+def test_on_duplicate_without_a_unique_mode_is_refused_at_decoration(on_duplicate):
+    with pytest.raises(ValueError, match=f"on_duplicate='{on_duplicate}' only applies"):
+        task_lock(key=(), on_duplicate=on_duplicate)
+    with pytest.raises(ValueError, match="on_duplicate"):
+        task_lock(key=(), unique="while_executing", on_duplicate=on_duplicate)
+    assert task_lock(key=(), unique="until_executed", on_duplicate=on_duplicate)
+
+
 def test_unique_on_a_task_without_unique_task_is_a_type_error_at_its_first_call(redis_server):
     from celery import Celery
 

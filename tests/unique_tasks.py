@@ -2,6 +2,7 @@
 
 import json
 import time
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -84,3 +85,58 @@ def autoretry_once(self, item: str, run_id: str, countdown: float = 2) -> str:
     if self.request.retries == 0:
         raise ConnectionError("first attempt")
     return "done"
+
+
+def _refused(policy: str, cache: str) -> Any:
+    """An ``until_and_while_executing`` task on ``cache`` whose copy that finds the run lock
+    held does not run: ``skip``, ``raise``, or ``retry`` with no retry left."""
+
+    @app.task(base=UniqueTask, bind=True, name=f"tests.unique_tasks.refused_{policy}_{cache}", max_retries=0)
+    @task_lock(key="item", timeout=30, unique="until_and_while_executing", on_locked=policy, cache=cache)
+    def refused(self, item: str, run_id: str) -> str:
+        note(run_id, "start", self.request.id)
+        return "ran"
+
+    return refused
+
+
+#: by (on_locked, cache)
+REFUSED = {
+    (policy, cache): _refused(policy, cache)
+    for policy in ("skip", "raise", "retry")
+    for cache in ("default", "database")
+}
+
+
+def gate_key(run_id: str) -> str:
+    """The result-backend Redis key whose presence opens the gate of run ``run_id``."""
+    return f"gate:{run_id}"
+
+
+def _gated(cache: str, ignore_result: bool = False) -> Any:
+    """An ``until_executed`` task on ``cache`` that, with ``gated``, runs until the test opens
+    the gate: a duplicate published meanwhile surely finds it queued or running."""
+    name = f"tests.unique_tasks.gated_{cache}{'_unstored' if ignore_result else ''}"
+
+    @app.task(base=UniqueTask, bind=True, name=name, ignore_result=ignore_result)
+    @task_lock(key="item", timeout=30, unique="until_executed", cache=cache)
+    def gated(self, item: str, run_id: str, gated: bool = False) -> str:
+        note(run_id, "start", self.request.id)
+        client = redis.Redis.from_url(settings.CELERY_RESULT_BACKEND)
+        while gated and not client.exists(gate_key(run_id)):
+            time.sleep(0.01)
+        return f"ran {item}"
+
+    return gated
+
+
+#: by cache
+GATED = {cache: _gated(cache) for cache in ("default", "memcached")}
+#: its result is never stored
+GATED_UNSTORED = _gated("default", ignore_result=True)
+
+
+@app.task
+def then(previous: str) -> str:
+    """A chain's next step, or a link callback: it gets the result before it."""
+    return f"then {previous}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..conf import conf
@@ -111,6 +111,15 @@ return 1
 )
 
 
+#: whether a script's reply says it stored the lock
+Taken = Callable[[Any], bool]
+
+
+def _nothing_there(reply: Any) -> bool:
+    """``_ADD_OR_GET`` stored its value: nothing was there to return."""
+    return reply is None
+
+
 #: a force-clear: delete whatever the key holds, return it, and hand the lock over as a
 #: release does
 _CLEAR = LuaScript(
@@ -203,14 +212,28 @@ class RedisBackend(LockBackend):
         return _ACQUIRE((key, self._fence), (value, milliseconds(timeout)), client=self.client)
 
     def claim(self, key: str, value: str, timeout: float, task_id: str) -> int:
-        return _CLAIM((key, self._fence), (value, milliseconds(timeout), task_id), client=self.client)
+        return self.write(_CLAIM, (key, self._fence), (value, milliseconds(timeout), task_id), value)
 
     def hand_over(self, key: str, value: str, timeout: float, queue_key: str, task_id: str) -> int:
         keys = (key, self._fence, queue_key)
-        return _HAND_OVER(keys, (value, milliseconds(timeout), task_id), client=self.client)
+        return self.write(_HAND_OVER, keys, (value, milliseconds(timeout), task_id), value)
 
     def add_or_get(self, key: str, value: str, timeout: float) -> str | None:
-        return text(_ADD_OR_GET((key,), (value, milliseconds(timeout)), client=self.client))
+        return text(self.write(_ADD_OR_GET, (key,), (value, milliseconds(timeout)), value, _nothing_there))
+
+    def convert(self, key: str, value: str, new_value: str, timeout: float) -> int:
+        return int(self.write(_EXTEND, (key,), (value, new_value, milliseconds(timeout)), new_value))
+
+    def write(
+        self, script: LuaScript, keys: tuple[str, ...], args: tuple, value: str, took: Taken = bool
+    ) -> Any:
+        """The reply of ``script``, which may store holder ``value`` at ``keys[0]`` (``took``
+        tells from its reply whether it did); with ``REPLICAS``, confirmed as ``add`` is."""
+        if not self.replicas:
+            return script(keys, args, client=self.client)
+        pipe = self.pipeline_for(keys[0])
+        pipe.eval(script.body, len(keys), *keys, *args)
+        return self.replicated(pipe, keys[0], value, took)
 
     def pipeline_for(self, key: str) -> Any:
         """A pipeline (no transaction) to the server that holds ``key``."""
@@ -226,16 +249,24 @@ class RedisBackend(LockBackend):
         acquire fails with ``LockError``."""
         pipe = self.pipeline_for(key)
         self.queue_add(pipe, key, value, timeout)
+        return int(self.replicated(pipe, key, value) or 0)
+
+    def replicated(self, pipe: Any, key: str, value: str, took: Taken = bool) -> Any:
+        """The reply of the one step queued on ``pipe``, sent with ``WAIT replicas`` (one round
+        trip). If that step stored holder ``value`` at ``key`` (``took(reply)``) but fewer
+        replicas confirmed it, it is released (owner-checked) and the step fails: ``LockError``."""
         pipe.execute_command("WAIT", self.replicas, self.replica_timeout_ms)
-        added, confirmed = pipe.execute()
-        added = int(added or 0)
-        if added and confirmed < self.replicas:
+        reply, confirmed = pipe.execute()
+        if took(reply) and confirmed < self.replicas:
             self.delete_if(key, value)
-            raise LockError(
-                f"{self.server(key)}: only {confirmed} of {self.replicas} replicas (TASKLOCK['REPLICAS']) "
-                f"confirmed the lock within {self.replica_timeout_ms} ms; it was released, not acquired"
-            )
-        return added
+            raise self.unconfirmed(key, confirmed)
+        return reply
+
+    def unconfirmed(self, key: str, confirmed: int) -> LockError:
+        return LockError(
+            f"{self.server(key)}: only {confirmed} of {self.replicas} replicas (TASKLOCK['REPLICAS']) "
+            f"confirmed the lock within {self.replica_timeout_ms} ms; it was released, not acquired"
+        )
 
     def get(self, key: str) -> str | None:
         return text(self.client.get(key))
@@ -297,10 +328,7 @@ class RedisBackend(LockBackend):
             raise LockError(f"{self.server(key)}: the lock handed over was gone before replicas confirmed it")
         if confirmed < self.replicas:
             self.delete_if(key, stored)
-            raise LockError(
-                f"{self.server(key)}: only {confirmed} of {self.replicas} replicas (TASKLOCK['REPLICAS']) "
-                f"confirmed the lock within {self.replica_timeout_ms} ms; it was released, not acquired"
-            )
+            raise self.unconfirmed(key, confirmed)
         return turn
 
     def scan_match(self) -> tuple[str, int]:

@@ -6,7 +6,7 @@ When a prefork child dies holding a lock (SIGKILL, the OOM killer, a hard time l
 tasklock then rebuilds the task's lock name from its arguments, waits until the holder's
 process is really gone, and deletes the lock only if its holder metadata names that task
 id, this machine and that dead process. At worker start it frees the locks of processes
-of this machine that no longer exist. A live holder's lock is never touched: copies of
+of this process space that no longer exist. A live holder's lock is never touched: copies of
 one task id can run at the same time, each with its own pid.
 """
 
@@ -27,7 +27,7 @@ from .conf import conf
 from .decorators import lock_name_of_call
 from .holder import QUEUED, Holder
 from .lock import Lock
-from .processes import is_gone, rebooted_since, same_process_space, wait_gone
+from .processes import is_gone, same_process_space, wait_gone
 from .signals import lock_reaped
 from .unique import on_task_revoked as free_revoked_queue_lock
 from .watcher import ChildWatcher, supported
@@ -87,16 +87,16 @@ def _dead(stored: Stored) -> Holder | None:
     holder = Holder.decode(stored.value)
     if holder is None or holder.state == QUEUED:
         return None  # a queue lock's holder is its publisher, which may well have exited
-    if rebooted_since(holder.host, holder.machine):
-        return holder
     if same_process_space(holder.host, holder.machine) and is_gone(holder.pid):
         return holder
     return None
 
 
 def reap_dead_processes(alias: str | None = None) -> int:
-    """Free every lock in cache ``alias`` whose holder was a process of this machine that no
-    longer exists (or ran before this machine's last boot). The number freed."""
+    """Free every lock in cache ``alias`` whose holder was a process of this process space (host,
+    boot and PID namespace) that no longer exists. The number freed. A holder of another boot
+    or namespace cannot be proven dead (a clone of this machine looks the same): its lock is
+    left to its lease."""
     backend = get_backend(alias)
     freed = 0
     for batch in backend.scan():

@@ -116,10 +116,11 @@ def test_the_body_sees_its_fencing_token():
     assert isinstance(first, int) and second > first
 
 
-def _worker(queue: str, log_path: str) -> subprocess.Popen:
+def _worker(queue: str, log_path: str, pool: str = "prefork", concurrency: int = 1) -> subprocess.Popen:
+    """A worker of its own on ``queue``, in a process group of its own (to kill it whole)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", "--pool=prefork",
-         "--concurrency=1", f"--queues={queue}", "--without-gossip", "--without-mingle",
+        [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", f"--pool={pool}",
+         f"--concurrency={concurrency}", f"--queues={queue}", "--without-gossip", "--without-mingle",
          "--without-heartbeat", "--loglevel=warning", f"--hostname={queue}@%h"],
         stdout=open(log_path, "a"), stderr=subprocess.STDOUT, env=os.environ.copy(),
         start_new_session=True,

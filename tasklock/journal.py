@@ -23,6 +23,8 @@ import tempfile
 from collections.abc import Iterator
 from typing import NamedTuple
 
+from .processes import PID_NAMESPACE, is_gone
+
 #: the bytes one lock takes in a journal (a key is at most 250 bytes, or hashed)
 SLOT = 512
 TAKEN = b"+"
@@ -50,9 +52,17 @@ class Entry(NamedTuple):
 
 
 def open_directory() -> str:
-    """In the worker's main process, before its pool forks: make the journals' directory."""
+    """In the worker's main process, before its pool forks: make the journals' directory (and
+    remove those that workers of this PID namespace, now gone, left behind: a SIGKILLed
+    worker never removes its own)."""
     global directory, _owner
-    directory, _owner = tempfile.mkdtemp(prefix="tasklock-journals-"), os.getpid()
+    prefix = f"tasklock-journals-{PID_NAMESPACE}-"
+    for entry in os.scandir(tempfile.gettempdir()):
+        owner = entry.name.removeprefix(prefix).partition("-")[0]
+        if entry.name.startswith(prefix) and owner.isdigit() and is_gone(int(owner)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+    _owner = os.getpid()
+    directory = tempfile.mkdtemp(prefix=f"{prefix}{_owner}-")
     return directory
 
 

@@ -35,8 +35,12 @@ def _pid_namespace() -> str:
         return ""
 
 
+#: this process's PID namespace (the inode of ``/proc/self/ns/pid``), "" where unknown
+PID_NAMESPACE = _pid_namespace()
+
+
 def _machine() -> str | None:
-    parts = (_read("/etc/machine-id"), _read("/proc/sys/kernel/random/boot_id"), _pid_namespace())
+    parts = (_read("/etc/machine-id"), _read("/proc/sys/kernel/random/boot_id"), PID_NAMESPACE)
     return "/".join(parts) if parts[1] and parts[2] else None
 
 

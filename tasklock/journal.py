@@ -5,9 +5,11 @@ it runs (a SIGKILL in the body's first milliseconds; with ``acks_late`` and
 ``reject_on_worker_lost`` Celery then sends no failure signal at all). So every pool child
 writes down each lock it takes, as it takes it: a file per child, named by its pid, in a
 private directory that the main process makes before its pool forks. A lock is one slot of
-``SLOT`` bytes, ``+`` and its token, cache alias and key, each ended by a NUL, written with one ``pwrite``
-when taken and blanked with another when released. When a child dies, the main process reads
-its file and frees each lock there whose holder is still that child (see ``reaper``).
+``SLOT`` bytes (``+``, then its token, cache alias and key, each ended by a NUL), written with
+one ``pwrite`` when taken and blanked with another when released. When a child dies, the main
+process reads its file and frees each lock there whose holder is still that child (see
+``reaper``). A journal that cannot be written (a full disk) never fails an acquire or a
+release: that lock is left to its lease, as without a journal.
 
 Only pool children keep a journal (not the main process of a ``solo`` or ``threads``
 worker, and not processes a body forks: the journal is closed in them).
@@ -94,14 +96,20 @@ def took(alias: str, key: str, token: str) -> None:
         except IndexError:
             slot = next(_next_slot)
         _slots[token] = slot
-    os.pwrite(fd, record, slot * SLOT)
+    try:
+        os.pwrite(fd, record, slot * SLOT)
+    except OSError:  # the lock is held all the same; only its journal entry is missing
+        return
 
 
 def let_go(token: str) -> None:
     """Blank the slot of the lock held by ``token``, if it has one: one ``pwrite``."""
     slot = _slots.pop(token, None)
     if slot is not None and fd is not None:
-        os.pwrite(fd, FREE, slot * SLOT)
+        try:
+            os.pwrite(fd, FREE, slot * SLOT)
+        except OSError:
+            return  # the slot stays taken: its stale entry names a lock this child let go
         _free.append(slot)
 
 

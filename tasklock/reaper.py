@@ -183,8 +183,8 @@ def on_worker_shutdown(**kw: Any) -> None:
 
 
 def on_worker_ready(sender: Any = None, **kw: Any) -> None:
-    """At worker start: watch the pool's children, and (in a thread) free the locks of this
-    machine's dead processes."""
+    """At worker start: watch the pool's children, and (in a thread) free the locks of the dead
+    processes of this process space."""
     if journal.directory is not None:
         ChildWatcher(free_journalled).start()
     app = getattr(sender, "app", None)

@@ -2,6 +2,7 @@
 harness (tests/conftest.py) fills in after starting its own servers, so that worker and
 contender subprocesses see the same ones."""
 
+import hashlib
 import os
 
 from redis.sentinel import Sentinel
@@ -9,6 +10,11 @@ from redis.sentinel import Sentinel
 from tests.servers import IN_CI, SENTINEL_SERVICE, postgres_answers, reserve_addresses
 
 reserve_addresses()
+
+#: one test database per checkout: two checkouts' runs on one machine never share one
+CHECKOUT = hashlib.sha256(os.path.dirname(os.path.dirname(os.path.abspath(__file__))).encode()).hexdigest()[
+    :8
+]
 
 SECRET_KEY = "tasklock-tests"
 DEBUG = False
@@ -58,7 +64,7 @@ if os.environ.get("TASKLOCK_TEST_DATABASE") != "sqlite" and (IN_CI or postgres_a
             "PORT": 5432,
             "USER": "postgres",
             "NAME": os.environ.get("TASKLOCK_TEST_DB_NAME", "tasklock"),
-            "TEST": {"NAME": os.environ.get("TASKLOCK_TEST_DB_NAME", "test_tasklock")},
+            "TEST": {"NAME": os.environ.get("TASKLOCK_TEST_DB_NAME", f"test_tasklock_{CHECKOUT}")},
         }
     }
 else:

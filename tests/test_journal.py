@@ -5,10 +5,11 @@ import os
 import subprocess
 import sys
 import tempfile
+import uuid
 
 import pytest
 
-from tasklock import journal
+from tasklock import Lock, journal
 from tasklock.processes import PID_NAMESPACE
 
 
@@ -95,3 +96,17 @@ def test_journals_of_a_worker_killed_whole_are_removed_at_the_next_start():
     finally:
         journal.remove_directory()
         os.rmdir(alive)
+
+
+def test_a_journal_that_cannot_be_written_never_fails_a_lock(lock_cache, monkeypatch, tmp_path):
+    """A full disk (here: a journal open read-only) costs the lock its entry, not its acquire."""
+    unwritable = tmp_path / "journal"
+    unwritable.write_bytes(b"")
+    fd = os.open(unwritable, os.O_RDONLY)
+    monkeypatch.setattr(journal, "fd", fd)
+    try:
+        held = Lock(f"journal:{uuid.uuid4().hex}", timeout=30, cache=lock_cache)
+        assert held.acquire() and held.owned()
+        assert held.release() is True
+    finally:
+        os.close(fd)

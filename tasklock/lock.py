@@ -14,6 +14,7 @@ from threading import get_ident
 from types import TracebackType
 from typing import Any
 
+from . import journal
 from .backends import get_backend
 from .backends.base import LockBackend
 from .conf import MAX_TIMEOUT, conf, timeout_problem
@@ -253,7 +254,10 @@ class Lock:
             )
 
     def _took(self, backend: LockBackend, value: str, added: int, attempt: float, started: float) -> None:
-        """Record a won acquisition: the value written, deadline, fencing token, renewal."""
+        """Record a won acquisition: the value written (and in a pool child's journal), deadline,
+        fencing token, renewal."""
+        if journal.fd is not None:
+            journal.took(self.cache_alias, self._key, self.token)
         self._value = value
         self._acquired_at, self._deadline = attempt, attempt + self.timeout
         self.fencing_token = added if backend.fences else None
@@ -319,6 +323,8 @@ class Lock:
             renewer().forget(self)  # before the delete: no renewal is sent after this returns
         value = self._value
         if value is None:
+            if journal.fd is not None:  # lost, or requeue() found it gone: none to delete
+                journal.let_go(self.token)
             return False
         held_for = time.monotonic() - self._acquired_at
         self._value, self._deadline = None, 0.0
@@ -329,6 +335,8 @@ class Lock:
         except backend.errors as exc:
             raise self._failed(backend, "delete_if", exc) from exc
         finally:
+            if journal.fd is not None:
+                journal.let_go(self.token)
             if lock_released.receivers:
                 lock_released.send(sender=Lock, lock=self, released=released, held_for=held_for)
         return released

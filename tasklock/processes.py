@@ -4,6 +4,11 @@ A pid only means something inside one boot of one kernel and one PID namespace; 
 name alone does not tell containers apart. So a holder records ``machine``: the machine id,
 the boot id and the PID namespace. When tasklock cannot tell (not Linux, a field missing),
 it says "unknown", and a lock whose holder is unknown is left to its TTL.
+
+Only a holder in this very process space can be proven dead (its pid is gone here). A holder
+with this host name and machine id but another boot id is not proof of a reboot: cloned VM
+images and containers that share the host's machine id look the same, and their holders may
+well be alive. Such locks are left to their lease.
 """
 
 from __future__ import annotations
@@ -30,8 +35,12 @@ def _pid_namespace() -> str:
         return ""
 
 
+#: this process's PID namespace (the inode of ``/proc/self/ns/pid``), "" where unknown
+PID_NAMESPACE = _pid_namespace()
+
+
 def _machine() -> str | None:
-    parts = (_read("/etc/machine-id"), _read("/proc/sys/kernel/random/boot_id"), _pid_namespace())
+    parts = (_read("/etc/machine-id"), _read("/proc/sys/kernel/random/boot_id"), PID_NAMESPACE)
     return "/".join(parts) if parts[1] and parts[2] else None
 
 
@@ -42,15 +51,6 @@ MACHINE = _machine()
 def same_process_space(host: str, machine: str | None) -> bool:
     """True if a holder's pid can be looked up here: same host, boot and PID namespace."""
     return MACHINE is not None and host == HOST and machine == MACHINE
-
-
-def rebooted_since(host: str, machine: str | None) -> bool:
-    """True if a holder ran on this host in an earlier boot: every process of it is gone."""
-    if MACHINE is None or machine is None or host != HOST:
-        return False
-    machine_id, boot_id, _ = MACHINE.split("/")
-    their_id, _, their_boot = machine.partition("/")
-    return bool(machine_id) and their_id == machine_id and not their_boot.startswith(boot_id)
 
 
 def is_gone(pid: int) -> bool:

@@ -5,9 +5,13 @@ When a prefork child dies holding a lock (SIGKILL, the OOM killer, a hard time l
 ``WorkerLostError`` or ``TimeLimitExceeded``, ``task_revoked`` with ``terminated=True``).
 tasklock then rebuilds the task's lock name from its arguments, waits until the holder's
 process is really gone, and deletes the lock only if its holder metadata names that task
-id, this machine and that dead process. At worker start it frees the locks of processes
-of this machine that no longer exist. A live holder's lock is never touched: copies of
-one task id can run at the same time, each with its own pid.
+id, this machine and that dead process. A child may also die before the main process has
+seen it run anything (a SIGKILL in a body's first milliseconds; with ``acks_late`` and
+``reject_on_worker_lost`` no signal comes at all): each pool child keeps a journal of the
+locks it holds (``journal``), and the child watcher frees those of a child as it dies. At
+worker start it frees the locks of processes of this process space that no longer exist.
+A live holder's lock is never touched: copies of one task id can run at the same time, each
+with its own pid.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import signals as celery_signals
 from django.db import connections
 
+from . import journal
 from .backends import get_backend
 from .backends.base import LockBackend, Stored
 from .conf import conf
 from .decorators import lock_name_of_call
 from .holder import QUEUED, Holder
 from .lock import Lock
-from .processes import is_gone, rebooted_since, same_process_space, wait_gone
+from .processes import is_gone, same_process_space, wait_gone
 from .signals import lock_reaped
 from .unique import on_task_revoked as free_revoked_queue_lock
 from .watcher import ChildWatcher, supported
@@ -87,16 +92,16 @@ def _dead(stored: Stored) -> Holder | None:
     holder = Holder.decode(stored.value)
     if holder is None or holder.state == QUEUED:
         return None  # a queue lock's holder is its publisher, which may well have exited
-    if rebooted_since(holder.host, holder.machine):
-        return holder
     if same_process_space(holder.host, holder.machine) and is_gone(holder.pid):
         return holder
     return None
 
 
 def reap_dead_processes(alias: str | None = None) -> int:
-    """Free every lock in cache ``alias`` whose holder was a process of this machine that no
-    longer exists (or ran before this machine's last boot). The number freed."""
+    """Free every lock in cache ``alias`` whose holder was a process of this process space (host,
+    boot and PID namespace) that no longer exists. The number freed. A holder of another boot
+    or namespace cannot be proven dead (a clone of this machine looks the same): its lock is
+    left to its lease."""
     backend = get_backend(alias)
     freed = 0
     for batch in backend.scan():
@@ -137,23 +142,51 @@ def on_task_revoked(sender: Any = None, request: Any = None, terminated: bool = 
         _reap_in_background(sender, request.id, request.args, request.kwargs, "revoked")
 
 
-def _child_died(pid: int, requests: list[Any]) -> None:
-    """The child watcher saw ``pid`` exit: free the locks of the tasks it was running."""
-    for request in requests:
+def free_journalled(pid: int) -> int:
+    """Free the locks that pool child ``pid``, now gone, wrote in its journal and whose holder
+    metadata still names it (its token, pid and process space). The number freed."""
+    freed = 0
+    for entry in journal.entries(pid):
         try:
-            reap_task(request.task, request.id, request.args, request.kwargs, "worker-lost")
+            backend = get_backend(entry.alias)
+            value = backend.get(entry.key)
+            holder = Holder.decode(value)
+            if (
+                value is not None
+                and holder is not None
+                and holder.token == entry.token
+                and holder.pid == pid
+                and holder.state != QUEUED  # a queue lock waits for its task's next message
+                and same_process_space(holder.host, holder.machine)
+            ):
+                freed += _free(backend, entry.key, value, holder, "worker-lost")
         except Exception:
-            logger.warning(
-                "could not free the lock of task %s of dead process %s", request.id, pid, exc_info=True
-            )
+            logger.warning("could not free lock %r of dead process %s", entry.key, pid, exc_info=True)
     connections.close_all()  # the watcher thread's, if the lock cache is a database
+    return freed
+
+
+def on_worker_init(**kw: Any) -> None:
+    """In the worker's main process, before the pool forks: a directory for the children's
+    lock journals (where the watcher can see children die)."""
+    if supported():
+        journal.open_directory()
+
+
+def on_worker_process_init(**kw: Any) -> None:
+    """In each pool child, before it runs a task: start its lock journal."""
+    journal.start()
+
+
+def on_worker_shutdown(**kw: Any) -> None:
+    journal.remove_directory()
 
 
 def on_worker_ready(sender: Any = None, **kw: Any) -> None:
-    """At worker start: watch the pool's children, and (in a thread) free the locks of this
-    machine's dead processes."""
-    if supported():
-        ChildWatcher(_child_died).start()
+    """At worker start: watch the pool's children, and (in a thread) free the locks of the dead
+    processes of this process space."""
+    if journal.directory is not None:
+        ChildWatcher(free_journalled).start()
     app = getattr(sender, "app", None)
 
     def run() -> None:
@@ -168,10 +201,18 @@ def on_worker_ready(sender: Any = None, **kw: Any) -> None:
 
 
 def connect() -> None:
-    """Listen to the worker's signals (they fire in the worker's main process)."""
+    """Listen to the worker's signals (in its main process; ``worker_process_init`` in each
+    pool child)."""
     celery_signals.task_failure.connect(on_task_failure, weak=False, dispatch_uid="tasklock.reaper.failure")
     celery_signals.task_revoked.connect(on_task_revoked, weak=False, dispatch_uid="tasklock.reaper.revoked")
     celery_signals.task_revoked.connect(
         free_revoked_queue_lock, weak=False, dispatch_uid="tasklock.unique.revoked"
     )
     celery_signals.worker_ready.connect(on_worker_ready, weak=False, dispatch_uid="tasklock.reaper.ready")
+    celery_signals.worker_init.connect(on_worker_init, weak=False, dispatch_uid="tasklock.reaper.init")
+    celery_signals.worker_process_init.connect(
+        on_worker_process_init, weak=False, dispatch_uid="tasklock.reaper.process_init"
+    )
+    celery_signals.worker_shutdown.connect(
+        on_worker_shutdown, weak=False, dispatch_uid="tasklock.reaper.shutdown"
+    )

@@ -164,3 +164,25 @@ def fencing_token(self, item: int) -> int | None:
     from tasklock import held_lock
 
     return held_lock().fencing_token
+
+
+def _killed_at_start(cache: str):
+    """Issue 17, item 6: an ``acks_late`` + ``reject_on_worker_lost`` task whose first delivery
+    SIGKILLs its own child right after taking its lock (before the worker's main process can
+    have seen the request run); the redelivered copy waits for the lock and runs its body."""
+
+    @app.task(name=f"tests.tasks.killed_at_start_{cache}", acks_late=True, reject_on_worker_lost=True)
+    @task_lock(key="killed:{item}", timeout=60, cache=cache, on_locked="wait", wait=30)
+    def killed_at_start(item: str, run_id: str) -> str:
+        started = time.monotonic()
+        client = redis.Redis.from_url(settings.CELERY_RESULT_BACKEND)
+        if client.set(f"killed:{item}", os.getpid(), nx=True, ex=600):  # the first delivery
+            client.rpush(f"died:{run_id}", json.dumps([time.monotonic(), os.getpid()]))
+            os.kill(os.getpid(), signal.SIGKILL)
+        record(run_id, item, started)
+        return "ran"
+
+    return killed_at_start
+
+
+killed_at_start = {cache: _killed_at_start(cache) for cache in ("default", "memcached")}

@@ -18,6 +18,7 @@ from django.conf import settings
 
 from tasklock import Lock
 from tests import tasks
+from tests.celery_app import app as celery_app
 from tests.test_celery import intervals, overlapping_pairs
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
@@ -35,10 +36,23 @@ def wait_until(condition, within: float, step: float = 0.01) -> float:
     return time.monotonic() - started
 
 
-def started_pid(result, within: float = 60) -> int:
-    """The pid of the worker child running ``result`` (track_started puts it in the meta)."""
+def started_pid(result, within: float = 60, prefork: bool = True) -> int:
+    """The pid of the worker process running ``result`` (track_started puts it in the meta); in
+    a prefork pool, once the worker's main process knows that child took it: billiard sends a
+    job again to another child when the one it went to dies before its acknowledgement was read."""
     wait_until(lambda: result.state == "STARTED", within)
-    return result.info["pid"]
+    pid = result.info["pid"]
+    if prefork:
+        wait_until(lambda: _accepted_by(result.id, pid), within, step=0)
+    return pid
+
+
+def _accepted_by(task_id: str, pid: int) -> bool:
+    """Whether a worker's main process lists task ``task_id`` as run by process ``pid``."""
+    replies = celery_app.control.inspect(timeout=0.5).active() or {}
+    return any(
+        task["id"] == task_id and task["worker_pid"] == pid for found in replies.values() for task in found
+    )
 
 
 def lock_of(item: str) -> Lock:

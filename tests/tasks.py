@@ -9,6 +9,7 @@ import redis
 from django.conf import settings
 
 from tasklock import task_lock
+from tasklock.signals import lock_lost
 from tests.celery_app import app
 
 
@@ -164,3 +165,29 @@ def fencing_token(self, item: int) -> int | None:
     from tasklock import held_lock
 
     return held_lock().fencing_token
+
+
+@lock_lost.connect
+def _doomed_receiver_raises(sender, lock, error, **kwargs) -> None:
+    """A lock_lost receiver with a bug, for the locks named ``doomed:…`` only."""
+    if lock.name.startswith("doomed:"):
+        raise RuntimeError("a lock_lost receiver with a bug")
+
+
+@app.task(bind=True)
+@task_lock(key="renewed:{item}", timeout=2, on_locked="wait", wait=60)
+def renewed_body(self, item: str, run_id: str, seconds: float, doomed: str | None = None) -> bool:
+    """Runs ``seconds`` (many 2 s leases of its renewing lock); with ``doomed``, also holds that
+    renewing lock, which the test clears so that its loss reaches the raising receiver. Returns
+    whether its own lock was lost."""
+    from tasklock import Lock, held_lock
+
+    started = time.monotonic()
+    side = Lock(doomed, timeout=2, renew=True) if doomed else None
+    if side is not None:
+        side.acquire()
+    time.sleep(seconds)
+    record(run_id, item, started)
+    if side is not None:
+        side.release_quietly()
+    return held_lock().lost

@@ -263,7 +263,12 @@ class Lock:
             self._extending = mutex = threading.Lock()
             renewer().watch(self, mutex, attempt + self.timeout / 3)
         if lock_acquired.receivers:
-            lock_acquired.send(sender=Lock, lock=self, waited=time.monotonic() - started)
+            try:  # a receiver's exception is logged (django.dispatch), never raised
+                lock_acquired.send_robust(sender=Lock, lock=self, waited=time.monotonic() - started)
+            except BaseException:  # an interrupt inside a receiver: nobody would release the lock
+                with suppress(Exception):
+                    self.release()
+                raise
 
     def _take_for(self, task_id: str, operation: str, *extra: str) -> bool:
         """One try of ``claim`` or ``hand_over`` for the running task ``task_id``."""

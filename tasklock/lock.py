@@ -376,10 +376,10 @@ class Lock:
         return bool(kept), renewed, attempt + timeout
 
     def _unanswered(self) -> LockError:
-        """The error of a renewal that did not answer before the lease ran out."""
+        """The error of a lock whose lease ran out before a renewal answered."""
         return LockError(
-            f"cache {self.cache_alias!r} did not answer the renewal of lock {shown(self.name)} before "
-            f"its lease ({self.timeout:g} s) ran out; give the cache a socket timeout"
+            f"no renewal of lock {shown(self.name)} answered before its lease ({self.timeout:g} s) ran "
+            f"out: cache {self.cache_alias!r} did not answer in time (give it a socket timeout)"
         )
 
     def _report_lost(self, error: LockError | None) -> None:

@@ -216,7 +216,7 @@ class Renewer:
             return
         give_up = give_up_at(lock)
         if now >= give_up:
-            self._lose(lock, watch, watch.error or (lock._unanswered() if watch.pending else None))
+            self._lose(lock, watch, watch.error or lock._unanswered())
         elif watch.pending:  # its holder extended it meanwhile: a later give-up
             self._schedule(watch, give_up)
         else:

@@ -7,6 +7,7 @@ import time
 
 import redis
 from django.conf import settings
+from django.dispatch import receiver
 
 from tasklock import task_lock
 from tasklock.signals import lock_lost
@@ -167,7 +168,7 @@ def fencing_token(self, item: int) -> int | None:
     return held_lock().fencing_token
 
 
-@lock_lost.connect
+@receiver(lock_lost)
 def _doomed_receiver_raises(sender, lock, error, **kwargs) -> None:
     """A lock_lost receiver with a bug, for the locks named ``doomed:…`` only."""
     if lock.name.startswith("doomed:"):

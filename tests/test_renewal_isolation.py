@@ -81,9 +81,13 @@ def _location(alias: str, settings) -> tuple[str, str]:
     return address, location
 
 
+#: a frozen alias: its name, ``freeze(lock)`` and ``thaw()``
+Frozen = tuple[str, Callable[[Lock], None], Callable[[], None]]
+
+
 @contextlib.contextmanager
-def frozen_alias(lock_cache: str, settings) -> Iterator[tuple[str, Callable[[Lock], None]]]:
-    """A cache alias whose connections can be frozen, and ``freeze(lock)``.
+def frozen_alias(lock_cache: str, settings) -> Iterator[Frozen]:
+    """A cache alias whose connections can be frozen, ``freeze(lock)`` and ``thaw()``.
 
     Redis and memcached: an alias through a ``FreezableProxy`` (every call through it hangs
     once frozen). The database: the same alias; a freeze holds the lock's row in another
@@ -98,18 +102,21 @@ def frozen_alias(lock_cache: str, settings) -> Iterator[tuple[str, Callable[[Loc
             holders.append(blocker)
             blocker.execute("SELECT 1 FROM tasklock_cache WHERE cache_key = %s FOR UPDATE", [held._key])
 
+        def thaw_rows() -> None:
+            while holders:
+                holders.pop().close()
+
         try:
-            yield lock_cache, freeze_row
+            yield lock_cache, freeze_row, thaw_rows
         finally:
-            for blocker in holders:
-                blocker.close()
+            thaw_rows()
         return
     address, location = _location(lock_cache, settings)
     proxy = FreezableProxy(address)
     proxied = {**settings.CACHES[lock_cache], "LOCATION": location.replace(address, proxy.address)}
     settings.CACHES = {**settings.CACHES, "frozen": proxied}
     try:
-        yield "frozen", lambda held: proxy.freeze()
+        yield "frozen", lambda held: proxy.freeze(), proxy.thaw
     finally:
         proxy.close()
 
@@ -134,7 +141,7 @@ def test_a_frozen_connection_costs_only_its_own_locks(lock_cache, settings, lost
     """Two locks on a frozen connection, one on a direct one: the frozen ones are lost before
     their lease ends (one while its holder's release() waits for its hung renewal, which
     returns then), the direct one keeps being renewed."""
-    with frozen_alias(lock_cache, settings) as (alias, freeze):
+    with frozen_alias(lock_cache, settings) as (alias, freeze, _):
         released = Lock(unique(), timeout=LEASE, cache=alias, renew=True)
         abandoned = Lock(unique(), timeout=LEASE, cache=alias, renew=True)
         direct = Lock(unique(), timeout=LEASE, cache=lock_cache, renew=True)
@@ -187,3 +194,18 @@ def test_a_raising_lock_lost_receiver_in_a_worker_never_lets_two_bodies_run(cele
     spans = intervals(run_id)
     assert len(spans) == 2
     assert overlapping_pairs(spans) == 0, "two bodies ran at once"
+
+
+@pytest.mark.parametrize("lock_cache", ["default", "memcached"], indirect=True)
+def test_a_renewal_that_answers_after_the_lock_was_given_up_is_undone(lock_cache, settings):
+    """The connection thaws after the lock was lost but before its key expired (memcached keeps
+    it a second longer): the late renewal's value is deleted, not left held by nobody."""
+    with frozen_alias(lock_cache, settings) as (alias, freeze, thaw):
+        held = Lock(unique(), timeout=LEASE, cache=alias, renew=True)
+        assert held.acquire()
+        freeze(held)
+        wait_until(held._extending.locked, "a renewal hangs", 5)
+        wait_until(lambda: held.lost, "the lock is given up", 3 * LEASE)
+        thaw()
+        wait_until(lambda: not held._extending.locked(), "the late renewal returns", 3 * LEASE)
+        assert not Lock(held.name, cache=lock_cache).locked(), "the late renewal's value is still held"

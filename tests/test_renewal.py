@@ -127,6 +127,8 @@ def test_fifty_renewing_locks_one_thread(redis_server):
         new_threads = [t for t in threading.enumerate() if t.ident not in before]
         assert [t.name for t in new_threads if t.name == "tasklock-renewer"] in ([], ["tasklock-renewer"])
         assert sum(1 for t in threading.enumerate() if t.name == "tasklock-renewer") == 1
+        workers = sum(1 for t in threading.enumerate() if t.name == "tasklock-renewal")
+        assert 1 <= workers < 5, "renewal calls run on a worker or a few, never a thread per lock"
         assert len(renewer()) >= 50
     finally:
         for held in locks:

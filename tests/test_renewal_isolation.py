@@ -149,7 +149,9 @@ def test_a_frozen_connection_costs_only_its_own_locks(lock_cache, settings, lost
         watchdog = LateLost(released, abandoned)
         watchdog.start()
         try:
-            freeze(released)
+            renewed = released._value
+            wait_until(lambda: released._value != renewed, "a renewal before the freeze", 5)
+            freeze(released)  # its next renewal, a third of the lease away, will hang
             freeze(abandoned)
             frozen_at = time.monotonic()
             wait_until(released._extending.locked, "a renewal hangs", 5)

@@ -66,7 +66,7 @@ def test_a_lock_lost_receiver_never_costs_another_lock_its_renewal(receiver, loc
         assert kept.acquire() and doomed.acquire()
         get_backend(lock_cache).clear(doomed._key)
         wait_until(lambda: doomed.lost, "the cleared lock is found lost")
-        keep_for(kept, 3.5)  # while the receiver runs, and after
+        keep_for(kept, 3 * LEASE)  # three leases: while the receiver runs, and after
         assert kept.release() is True
     finally:
         lock_lost.disconnect(receiver)

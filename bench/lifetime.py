@@ -134,29 +134,30 @@ def restart(log: str) -> float:
 
 
 def renewal_load(count: int = 1000, lease: float = 3.0, seconds: float = 10.0) -> dict[str, float]:
-    """``count`` renewing locks held for ``seconds``: renewals per second, renewer CPU share."""
-    from tasklock.renewer import renewer
-
+    """``count`` renewing locks held for ``seconds``: renewals per second, the CPU share of the
+    renewer's threads (its scheduler and workers)."""
     renewed = [0]
 
     class Counted(Lock):
-        def _renew(self) -> float | None:
+        def _renewal(self, timeout: float) -> tuple[bool, str, float] | None:
             renewed[0] += 1
-            return super()._renew()
+            return super()._renewal(timeout)
 
     locks = [Counted(f"bench:renew:{i}:{uuid.uuid4().hex}", timeout=lease, renew=True) for i in range(count)]
     for held in locks:
         held.acquire()
-    thread = renewer().thread
-    assert thread is not None
-    clock = time.pthread_getcpuclockid(thread.ident)
-    cpu, renewed[0], started = time.clock_gettime(clock), 0, time.monotonic()
+    time.sleep(lease / 2)  # the first renewals are under way: the workers exist
+    threads = [t for t in threading.enumerate() if t.name in ("tasklock-renewer", "tasklock-renewal")]
+    clocks = [time.pthread_getcpuclockid(thread.ident) for thread in threads]
+    cpu, renewed[0], started = sum(map(time.clock_gettime, clocks)), 0, time.monotonic()
     time.sleep(seconds)
-    cpu, wall, done = time.clock_gettime(clock) - cpu, time.monotonic() - started, renewed[0]
+    cpu = sum(map(time.clock_gettime, clocks)) - cpu
+    wall, done = time.monotonic() - started, renewed[0]
     lost = sum(held.lost for held in locks)
     for held in locks:
         held.release()
-    return {"renewals/s": done / wall, "renewer CPU %": 100 * cpu / wall, "lost": lost}
+    share = 100 * cpu / wall
+    return {"renewals/s": done / wall, "renewer CPU %": share, "renewer threads": len(threads), "lost": lost}
 
 
 def _summary(label: str, seconds: list[float]) -> str:
@@ -194,7 +195,8 @@ def main(argv: list[str] | None = None) -> None:
         print("\n== renewal load: 1,000 renewing locks (3 s lease) in one process, 10 s")
         print("  ".join(f"{key}: {value:.1f}" for key, value in load.items()), flush=True)
         renewers = sum(thread.name == "tasklock-renewer" for thread in threading.enumerate())
-        print(f"threads named tasklock-renewer: {renewers}")
+        workers = sum(thread.name == "tasklock-renewal" for thread in threading.enumerate())
+        print(f"threads named tasklock-renewer: {renewers}, tasklock-renewal: {workers}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from threading import get_ident
 from types import TracebackType
 from typing import Any
@@ -20,7 +20,7 @@ from .backends.base import LockBackend
 from .conf import MAX_TIMEOUT, conf, timeout_problem
 from .exceptions import LockError, LockNotAcquired, shown
 from .holder import QUEUED, Holder
-from .renewer import renewer
+from .renewer import Watch, give_up_at, renewer
 from .signals import lock_acquired, lock_lost, lock_released
 from .taskbody import running_task
 
@@ -32,10 +32,8 @@ FIRST_POLL = 0.001
 MIN_BLOCK = 0.001
 #: the shortest lease a renewing lock may have (it is renewed every third of it)
 MIN_RENEWED_TIMEOUT = 0.3
-#: a renewal that could not reach the cache is tried again after this share of the lease
-RENEW_RETRY_SHARE = 0.05
-#: what a non-renewing lock's extend() holds: nothing (only renewing locks share their Lock
-#: with the renewer thread)
+#: what a non-renewing lock's requeue() holds: nothing (only renewing locks share their Lock
+#: with the renewer's threads)
 NO_MUTEX: AbstractContextManager[object] = nullcontext()
 
 
@@ -110,7 +108,10 @@ class Lock:
                 f"a renewing lock needs a timeout of at least {MIN_RENEWED_TIMEOUT} s, got {self.timeout!r}"
             )
         self.renew = renew
-        self._extending = threading.Lock() if renew else NO_MUTEX
+        #: a renewing lock's extend() and its renewals take turns on it (a new one per acquire)
+        self._extending: Any = threading.Lock() if renew else NO_MUTEX
+        #: the renewer's record of the current renewing acquisition
+        self._watch: Watch | None = None
         self.cache_alias = cache_alias(cache)
         self.token = os.urandom(16).hex()  # what secrets.token_hex(16) does, one call less
         self._backend = get_backend(self.cache_alias)
@@ -263,9 +264,15 @@ class Lock:
         self.fencing_token = added if backend.fences else None
         self.lost = False
         if self.renew:
-            renewer().watch(self, attempt + self.timeout / 3)
+            self._extending = mutex = threading.Lock()
+            renewer().watch(self, mutex, attempt + self.timeout / 3)
         if lock_acquired.receivers:
-            lock_acquired.send(sender=Lock, lock=self, waited=time.monotonic() - started)
+            try:  # a receiver's exception is logged (django.dispatch), never raised
+                lock_acquired.send_robust(sender=Lock, lock=self, waited=time.monotonic() - started)
+            except BaseException:  # an interrupt inside a receiver: nobody would release the lock
+                with suppress(Exception):
+                    self.release()
+                raise
 
     def _take_for(self, task_id: str, operation: str, *extra: str) -> bool:
         """One try of ``claim`` or ``hand_over`` for the running task ``task_id``."""
@@ -303,6 +310,8 @@ class Lock:
         timeout = seconds(timeout, "requeue timeout")
         if self.renew:
             renewer().forget(self)
+        if self._value is None:  # not held, or lost (a renewal hung until the lease's end)
+            return False
         with self._extending:
             holder = self.holder
             if holder is None:
@@ -344,40 +353,57 @@ class Lock:
     def extend(self, timeout: float | None = None) -> bool:
         """Reset this holder's TTL to ``timeout`` (default: the lock's); False if not held."""
         timeout = self.timeout if timeout is None else seconds(timeout, "extend timeout")
-        with self._extending:  # the renewer and the holder's own thread take turns
-            return self._extend(timeout)
-
-    def _extend(self, timeout: float) -> bool:
-        holder = self.holder
-        if holder is None:
-            return False
-        attempt = time.monotonic()
-        value = holder.renewed(time.time(), timeout).encode()
-        if self._call(self._here(), "replace_if", self._key, self._value, value, timeout):
-            self._value, self._deadline = value, attempt + timeout
+        if not self.renew:
+            renewal = self._renewal(timeout)
+            if renewal is None or not renewal[0]:
+                self._value, self._deadline = None, 0.0
+                return False
+            self._value, self._deadline = renewal[1], renewal[2]
             return True
-        self._value, self._deadline = None, 0.0
-        return False
-
-    def _renew(self) -> float | None:
-        """One renewal, run by the renewer thread: when the next is due, or None to stop."""
+        # take turns with the renewer, but never wait for a renewal that hangs past the lease
+        mutex = self._extending
+        if not mutex.acquire(timeout=max(0.0, give_up_at(self) - time.monotonic())):
+            return False  # the renewer gives the lock up now
         try:
-            if self.extend():
-                return time.monotonic() + self.timeout / 3
-            error = None
-        except Exception as exc:  # a cache error, or anything else: never crash the renewer
-            now = time.monotonic()
-            if self._value is not None and now < self._deadline:
-                return min(now + self.timeout * RENEW_RETRY_SHARE, self._deadline)
-            error = exc if isinstance(exc, LockError) else self._failed(self._here(), "renewal", exc)
-        self.lost = True
-        self._value, self._deadline = None, 0.0
+            watch = self._watch
+            renewal = self._renewal(timeout)
+            return renewal is not None and renewer().settle(self, watch, *renewal)
+        finally:
+            mutex.release()
+
+    def _renewal(self, timeout: float) -> tuple[bool, str, float] | None:
+        """An owner-checked rewrite of this holder's value with a TTL of ``timeout``: whether
+        it was kept, the new value and deadline; None if not held. Local state is untouched."""
+        value = self._value
+        holder = Holder.decode(value)
+        if holder is None:
+            return None
+        attempt = time.monotonic()
+        renewed = holder.renewed(time.time(), timeout).encode()
+        kept = self._call(self._here(), "replace_if", self._key, value, renewed, timeout)
+        return bool(kept), renewed, attempt + timeout
+
+    def _unanswered(self) -> LockError:
+        """The error of a lock whose lease ran out before a renewal answered."""
+        return LockError(
+            f"no renewal of lock {shown(self.name)} answered before its lease ({self.timeout:g} s) ran "
+            f"out: cache {self.cache_alias!r} did not answer in time (give it a socket timeout)"
+        )
+
+    def _report_lost(self, error: LockError | None) -> None:
+        """Log and signal that the renewer lost this lock (run by a renewer worker)."""
         logger.error(
             "lock %s was lost while its holder still ran: %s", shown(self.name), error or "found gone"
         )
-        if lock_lost.receivers:
-            lock_lost.send(sender=Lock, lock=self, error=error)
-        return None
+        if lock_lost.receivers:  # a receiver's exception is logged (django.dispatch), never raised
+            lock_lost.send_robust(sender=Lock, lock=self, error=error)
+
+    def _undo(self, value: str) -> None:
+        """Delete ``value``, written by a renewal that answered after the lock was given up: the
+        lock would otherwise stay held, by nobody, for another lease."""
+        with suppress(Exception):
+            backend = self._here()
+            backend.delete_if(self._key, value)
 
     def locked(self) -> bool:
         """True if anyone holds the lock (asks the cache)."""

@@ -7,8 +7,10 @@ import time
 
 import redis
 from django.conf import settings
+from django.dispatch import receiver
 
 from tasklock import task_lock
+from tasklock.signals import lock_lost
 from tests.celery_app import app
 
 
@@ -186,3 +188,29 @@ def _killed_at_start(cache: str):
 
 
 killed_at_start = {cache: _killed_at_start(cache) for cache in ("default", "memcached")}
+
+
+@receiver(lock_lost)
+def _doomed_receiver_raises(sender, lock, error, **kwargs) -> None:
+    """A lock_lost receiver with a bug, for the locks named ``doomed:…`` only."""
+    if lock.name.startswith("doomed:"):
+        raise RuntimeError("a lock_lost receiver with a bug")
+
+
+@app.task(bind=True)
+@task_lock(key="renewed:{item}", timeout=2, on_locked="wait", wait=60)
+def renewed_body(self, item: str, run_id: str, seconds: float, doomed: str | None = None) -> bool:
+    """Runs ``seconds`` (many 2 s leases of its renewing lock); with ``doomed``, also holds that
+    renewing lock, which the test clears so that its loss reaches the raising receiver. Returns
+    whether its own lock was lost."""
+    from tasklock import Lock, held_lock
+
+    started = time.monotonic()
+    side = Lock(doomed, timeout=2, renew=True) if doomed else None
+    if side is not None:
+        side.acquire()
+    time.sleep(seconds)
+    record(run_id, item, started)
+    if side is not None:
+        side.release_quietly()
+    return held_lock().lost

@@ -54,7 +54,7 @@ def force_clear(name: str, *, by: str, via: str, cache: str | None = None) -> He
         holder.task_name if holder else None,
         holder.task_id if holder else None,
     )
-    lock_cleared.send(sender=Lock, name=name, by=by, via=via)
+    lock_cleared.send_robust(sender=Lock, name=name, by=by, via=via)
     return HeldLockInfo.from_stored(name, Stored(key, removed), time.time())
 
 

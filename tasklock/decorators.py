@@ -291,7 +291,7 @@ def task_lock(
         policy = on_locked
         if policy in (None, "wait", "retry"):
             policy = "retry" if worker else "raise"
-        lock_contended.send(sender=Lock, name=name, policy=policy, task_id=task_id)
+        lock_contended.send_robust(sender=Lock, name=name, policy=policy, task_id=task_id)
         logger.info("lock %s is held; policy %s", shown(name), policy)
         if policy != "retry" or task is None:
             _drop_queue_lock(name, task_id)

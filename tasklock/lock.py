@@ -347,7 +347,7 @@ class Lock:
             if journal.fd is not None:
                 journal.let_go(self.token)
             if lock_released.receivers:
-                lock_released.send(sender=Lock, lock=self, released=released, held_for=held_for)
+                lock_released.send_robust(sender=Lock, lock=self, released=released, held_for=held_for)
         return released
 
     def extend(self, timeout: float | None = None) -> bool:

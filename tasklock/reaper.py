@@ -52,7 +52,7 @@ def _free(backend: LockBackend, key: str, value: str, holder: Holder, reason: st
         "freed lock %r of dead holder %s (task %s, %s)", holder.name, holder.holder, holder.task_id, reason
     )
     if lock_reaped.receivers:
-        lock_reaped.send(sender=Lock, name=holder.name, holder=holder, reason=reason)
+        lock_reaped.send_robust(sender=Lock, name=holder.name, holder=holder, reason=reason)
     return True
 
 

@@ -230,3 +230,27 @@ def test_a_key_callable_returning_empty_is_a_lock_error_naming_it():
 
     with pytest.raises(LockError, match=r"name_of_game.*empty"):
         work(3)
+
+
+def test_raising_receivers_never_replace_what_the_body_or_the_policy_returns(caplog):
+    """A ``lock_released`` or ``lock_contended`` receiver with a bug is logged; the body's
+    result, the release's answer and the skip policy's SKIPPED stand (issue 17, item 2)."""
+
+    def broken(**kwargs):
+        raise RuntimeError("a receiver with a bug")
+
+    @task_lock(key="item", on_locked="skip")
+    def work(item):
+        return "done"
+
+    lock_released.connect(broken)
+    lock_contended.connect(broken)
+    try:
+        assert work("robust") == "done"
+        held = held_by_someone(f"{__name__}.{work.__qualname__}:robust")
+        assert work("robust") == SKIPPED
+        assert held.release() is True
+    finally:
+        lock_released.disconnect(broken)
+        lock_contended.disconnect(broken)
+    assert len([record for record in caplog.records if record.name == "django.dispatch"]) == 3

@@ -173,7 +173,12 @@ def _killed_at_start(cache: str):
     SIGKILLs its own child right after taking its lock (before the worker's main process can
     have seen the request run); the redelivered copy waits for the lock and runs its body."""
 
-    @app.task(name=f"tests.tasks.killed_at_start_{cache}", acks_late=True, reject_on_worker_lost=True)
+    @app.task(
+        name=f"tests.tasks.killed_at_start_{cache}",
+        acks_late=True,
+        reject_on_worker_lost=True,
+        time_limit=300,
+    )
     @task_lock(key="killed:{item}", timeout=60, cache=cache, on_locked="wait", wait=30)
     def killed_at_start(item: str, run_id: str) -> str:
         started = time.monotonic()

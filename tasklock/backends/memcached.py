@@ -6,7 +6,7 @@ never vanishes before its timeout (and lives at most about a second longer). A `
 exptime -1 is an atomic compare-and-delete.
 The adapter has its own client of the cache's servers and options, without Django's pickling:
 tasklock's values are UTF-8 bytes, and a value someone else stored is read as raw bytes, never
-unpickled.
+unpickled. It closes with the cache and is never used across a fork (``memcached_client``).
 pymemcache's ``HashClient`` hides an outage as "not added" for about a second after a
 failure (it answers for a server it marked failed without asking it). So every command goes
 to the key's own server client, which raises on an outage. A False from ``add`` is then
@@ -24,6 +24,7 @@ from pymemcache.exceptions import MemcacheError
 
 from ..exceptions import LockError
 from .base import CLEAR_TRIES, LockBackend, Stored, text
+from .memcached_client import own_client
 from .memcached_index import HeldIndex
 
 #: memcached reads an exptime above 30 days as a Unix timestamp
@@ -35,16 +36,6 @@ def expire(timeout: float) -> int:
     """The exptime that keeps a lock at least ``timeout`` s (one tick more than rounded up)."""
     seconds = math.ceil(timeout) + 1
     return seconds if seconds <= MAX_RELATIVE_EXPIRE else math.ceil(time.time()) + seconds
-
-
-def own_client(cache: Any) -> Any:
-    """A client of ``cache``'s servers with its options, taking and returning plain bytes.
-
-    Its sockets send at once (``TCP_NODELAY``): after the index's ``noreply`` writes, Nagle's
-    algorithm (pymemcache's default) makes the next request wait for a delayed ACK, ≈ 40 ms.
-    """
-    options = {k: v for k, v in cache._options.items() if k not in ("serde", "serializer", "deserializer")}
-    return cache._class(cache.client_servers, **{**options, "no_delay": True})
 
 
 def server_clients(client: Any) -> dict[Any, Any]:

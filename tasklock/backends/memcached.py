@@ -25,6 +25,7 @@ from pymemcache.exceptions import MemcacheError
 from ..exceptions import LockError
 from .base import CLEAR_TRIES, LockBackend, Stored, text
 from .memcached_client import own_client
+from .memcached_commands import cas, gets
 from .memcached_index import HeldIndex
 
 #: memcached reads an exptime above 30 days as a Unix timestamp
@@ -72,8 +73,7 @@ class MemcachedBackend(LockBackend):
     def add(self, key: str, value: str, timeout: float) -> bool:
         client, data, exptime = self.server_for(key), value.encode(), expire(timeout)
         for _ in range(ADD_ROUNDS):
-            if client.add(key, data, expire=exptime, noreply=False):
-                self.index.note(key)
+            if self.index.add(client, key, data, exptime):
                 return True
             if client.get(key) is not None:
                 return False
@@ -92,10 +92,10 @@ class MemcachedBackend(LockBackend):
 
     def _swap(self, key: str, value: str, new: bytes, exptime: int) -> bool:
         client = self.server_for(key)
-        stored, cas_id = client.gets(key) or (None, None)
-        if stored != value.encode():  # a foreign value is any bytes: compared, never decoded
+        stored, cas_id = gets(client, key)
+        if stored != value.encode() or cas_id is None:  # a foreign value: compared, never decoded
             return False
-        return client.cas(key, new, cas_id, expire=exptime, noreply=False) is True
+        return cas(client, key, new, cas_id, exptime)
 
     def delete_if(self, key: str, value: str) -> bool:
         deleted = self._swap(key, value, b"", EXPIRE_NOW)
@@ -110,10 +110,10 @@ class MemcachedBackend(LockBackend):
         """``gets`` + ``cas`` to delete whatever the key holds (foreign values included)."""
         client = self.server_for(key)
         for _ in range(CLEAR_TRIES):
-            stored, cas_id = client.gets(key) or (None, None)
-            if not stored:  # absent, or emptied by a delete
+            stored, cas_id = gets(client, key)
+            if not stored or cas_id is None:  # absent, or emptied by a delete
                 return None
-            if client.cas(key, b"", cas_id, expire=EXPIRE_NOW, noreply=False) is True:
+            if cas(client, key, b"", cas_id, EXPIRE_NOW):
                 self.index.forget(key)
                 return text(stored)
         raise LockError(f"{key!r} changed {CLEAR_TRIES} times while it was being cleared; try again")

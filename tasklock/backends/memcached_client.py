@@ -15,7 +15,7 @@ import weakref
 from typing import Any
 
 from pymemcache.client.base import Client
-from pymemcache.exceptions import MemcacheServerError
+from pymemcache.exceptions import MemcacheClientError, MemcacheServerError, MemcacheUnknownCommandError
 
 #: the cache object's attribute with the clients tasklock made of it (weakly held)
 CLIENTS_ATTRIBUTE = "_tasklock_clients"
@@ -35,10 +35,16 @@ class ServerClient(Client):
     open connections`` and closes it; pymemcache reports that as an unknown command."""
 
     def _raise_errors(self, line: bytes, name: bytes) -> None:
-        if line.startswith(b"ERROR "):
-            reason = line[len(b"ERROR ") :].decode(errors="replace")
-            raise MemcacheRefused(f"memcached refused {name.decode()}: {reason}")
-        super()._raise_errors(line, name)
+        # pymemcache's own checks, in one frame (this runs for every reply line), and the reason
+        if line.startswith(b"ERROR"):
+            if line.startswith(b"ERROR "):
+                reason = line[len(b"ERROR ") :].decode(errors="replace")
+                raise MemcacheRefused(f"memcached refused {name.decode()}: {reason}")
+            raise MemcacheUnknownCommandError(name)
+        if line.startswith(b"CLIENT_ERROR"):
+            raise MemcacheClientError(line[line.find(b" ") + 1 :])
+        if line.startswith(b"SERVER_ERROR"):
+            raise MemcacheServerError(line[line.find(b" ") + 1 :])
 
 
 @functools.cache
@@ -53,9 +59,11 @@ def own_client(cache: Any) -> Any:
 
     Its sockets send at once (``TCP_NODELAY``): after the index's ``noreply`` writes, Nagle's
     algorithm (pymemcache's default) makes the next request wait for a delayed ACK, ≈ 40 ms.
+    It has one connection per server, never a pool (``use_pooling``): one thread uses it.
     """
     options = {k: v for k, v in cache._options.items() if k not in ("serde", "serializer", "deserializer")}
-    client = _with_server_clients(cache._class)(cache.client_servers, **{**options, "no_delay": True})
+    options.update(no_delay=True, use_pooling=False)
+    client = _with_server_clients(cache._class)(cache.client_servers, **options)
     _made.add(client)
     clients = cache.__dict__.get(CLIENTS_ATTRIBUTE)
     if clients is None:

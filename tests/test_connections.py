@@ -95,16 +95,25 @@ def test_short_lived_threads_leave_no_connections(own_server):
     wait_until(lambda: gc.collect() >= 0 and own_server() <= baseline, f"connections back to {baseline}", 30)
 
 
-@pytest.mark.parametrize("own_server", ["memcached"], indirect=True)
-def test_closing_the_cache_closes_tasklocks_own_client(own_server):
+def connected_from(port: int) -> bool:
+    """Whether the harness's memcached has a connection from local port ``port`` (``stats conns``)."""
+    client = pymemcache.Client(("127.0.0.1", servers.port_of("TASKLOCK_TEST_MEMCACHED")))
+    try:
+        return f"tcp:127.0.0.1:{port}".encode() in client.stats("conns").values()
+    finally:
+        client.close()
+
+
+@pytest.mark.usefixtures("memcached_server")
+def test_closing_the_cache_closes_tasklocks_own_client():
     """``caches.close_all()`` (Django's ``request_finished``, Celery's new pool child) closes
     tasklock's own memcached client with Django's."""
-    before = own_server()
-    take_one("own", f"close:{uuid.uuid4().hex}")
-    assert own_server() > before
+    take_one("memcached", f"close:{uuid.uuid4().hex}")
+    port = get_backend("memcached").client.sock.getsockname()[1]
+    assert connected_from(port)
     caches.close_all()
-    wait_until(lambda: own_server() == before, f"connections back to {before}", 30)
-    take_one("own", f"close:{uuid.uuid4().hex}")  # and it connects again
+    wait_until(lambda: not connected_from(port), "tasklock's connection closed", 30)
+    take_one("memcached", f"close:{uuid.uuid4().hex}")  # and it connects again
 
 
 def test_memcached_at_its_connection_limit_says_so(settings):

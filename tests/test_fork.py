@@ -89,7 +89,7 @@ def test_children_of_a_process_that_used_locks(lock_cache):
         pass
     renewed = Lock(f"{name}:renewed", timeout=1, cache=lock_cache, renew=True)
     assert renewed.acquire() and renewed.release()
-    kept = Lock(f"{name}:kept", timeout=1, cache=lock_cache, renew=True)
+    kept = Lock(f"{name}:kept", timeout=3, cache=lock_cache, renew=True)
     assert kept.acquire()  # held, and renewed by the parent's renewer thread, across the fork
     connections.close_all()  # Django's rule for its database connections, before a fork
     directory = tempfile.mkdtemp(prefix="tasklock-fork-")
@@ -111,6 +111,6 @@ def test_children_of_a_process_that_used_locks(lock_cache):
     # the parent still locks, and kept its lock through the children's contention
     with Lock(name, timeout=10, cache=lock_cache) as again:
         assert again.owned()
-    wait_until(lambda: kept.holder.expires_at > kept.holder.acquired_at + 1, "a renewal after the fork")
+    wait_until(lambda: kept.holder.expires_at > kept.holder.acquired_at + 3, "a renewal after the fork")
     assert kept.owned() and not kept.lost
     assert kept.release()

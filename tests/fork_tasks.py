@@ -17,9 +17,12 @@ def locked(self, item: str, run_id: str) -> str:
     return "ran"
 
 
-@app.task(bind=True, track_started=True)
+@app.task(bind=True)
 @task_lock(key="fork:{item}", timeout=60, cache="memcached")
-def hold(self, item: str) -> str:
-    """Holds its lock until it is killed; its pid is in STARTED's meta."""
+def hold(self, item: str, run_id: str) -> str:
+    """Holds its lock until it is killed; writes down its pid once it has run for a while
+    (the worker's main process has seen it run by then)."""
+    time.sleep(0.5)
+    record(run_id, item, time.monotonic())
     time.sleep(60)
     return "finished"

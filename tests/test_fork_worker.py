@@ -17,7 +17,6 @@ from celery.exceptions import WorkerLostError
 from tasklock import Lock
 from tests import fork_tasks, tasks
 from tests.test_celery import intervals, overlapping_pairs
-from tests.test_lifetime import started_pid
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.usefixtures("redis_server", "memcached_server", "django_db_setup")
@@ -58,11 +57,12 @@ def test_a_worker_whose_main_process_used_a_memcached_lock(max_tasks_per_child):
         assert tasks.ping.apply_async(queue=queue).get(timeout=ROUND) == "pong"
         run_locked_tasks(queue, item)
 
-        held = fork_tasks.hold.apply_async((item,), queue=queue)
-        pid = started_pid(held)
+        holding = uuid.uuid4().hex
+        held = fork_tasks.hold.apply_async((item, holding), queue=queue)
+        wait_until(lambda: intervals(holding), "the body holds its lock", ROUND)
         probe = Lock(f"fork:{item}", cache="memcached")
-        wait_until(probe.locked, "the body holds its lock")  # STARTED comes just before it takes it
-        os.kill(pid, signal.SIGKILL)
+        assert probe.locked()
+        os.kill(intervals(holding)[0][3], signal.SIGKILL)
         wait_until(lambda: not probe.locked(), "the main process frees the dead child's lock", 10)
         with pytest.raises(WorkerLostError):
             held.get(timeout=30)

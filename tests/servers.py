@@ -81,12 +81,13 @@ def start_redis(port: int) -> Server:
     return start_redis_node(port)
 
 
-def start_memcached(port: int) -> Server:
+def start_memcached(port: int, *extra: str) -> Server:
+    """A ``memcached`` on ``port`` with ``extra`` arguments (``-c 20``: a connection limit)."""
     binary = find_binary("memcached", "memcached")
     directory = tempfile.mkdtemp(prefix="tasklock-memcached-")
     user = ["-u", "root"] if os.geteuid() == 0 else []
     process = subprocess.Popen(
-        [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "256", *user],
+        [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "256", *user, *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,
     )  # fmt: skip
     wait_for_port(port, process)

@@ -1,4 +1,4 @@
-"""memcached specifics: whole-second clock, exptime limits."""
+"""memcached specifics: whole-second clock, exptime limits, the index of held locks."""
 
 import time
 import uuid
@@ -6,7 +6,9 @@ from collections import deque
 
 import pytest
 
-from tasklock import Lock
+from tasklock import Lock, held_locks
+from tasklock.backends import get_backend
+from tasklock.backends.memcached_index import SEPARATOR
 
 #: locks taken one after another, this far apart, cover every phase of memcached's tick
 PHASES, SPACING = 25, 0.04
@@ -41,3 +43,23 @@ def test_a_lock_never_vanishes_before_its_timeout():
             vanished.append(round(time.monotonic() - held._acquired_at, 3))
         held.release()
     assert vanished == [], f"locks gone while still held locally, after {vanished} s"
+
+
+@pytest.mark.usefixtures("memcached_server")
+def test_refused_acquires_leave_no_index_entries_and_a_later_holder_is_listed():
+    """An acquire sends its index note in the same write as its ``add``, so a refused ``add``
+    still appends one: a key refused once sends its note only after a stored ``add``, and
+    contenders polling a held lock do not grow its index shard."""
+    name = f"index:{uuid.uuid4().hex}"
+    holder = Lock(name, timeout=10, cache="memcached")
+    assert holder.acquire()
+    for _ in range(50):
+        assert not Lock(name, timeout=10, cache="memcached").acquire()
+    index = get_backend("memcached").index
+    key = get_backend("memcached").key(name)
+    assert index.client.get(index.shard_of(key)).split(SEPARATOR).count(key.encode()) <= 2
+    assert holder.release()
+    later = Lock(name, timeout=10, cache="memcached")
+    assert later.acquire()  # the contended key's note follows its stored add
+    assert name in [record.name for record in held_locks(cache="memcached")]
+    assert later.release()

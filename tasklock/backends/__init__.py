@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
 import threading
-import weakref
 from typing import Any
 
 from django.core.cache import InvalidCacheBackendError, caches
@@ -46,12 +46,11 @@ ADAPTERS = {
     "locmem": "tasklock.backends.locmem.LocMemBackend",
 }
 
-_adapters: weakref.WeakKeyDictionary[Any, LockBackend] = weakref.WeakKeyDictionary()
-
 
 class _ThreadAdapters(threading.local):
-    """This thread's adapters by alias, as ``get_backend`` last found them; valid while
-    ``generation`` is the module's (a changed CACHES or TASKLOCK starts a new one)."""
+    """This thread's adapters by alias; valid while ``generation`` is the module's (a changed
+    CACHES or TASKLOCK, or a fork, starts a new one). Only this holds them, so a thread's
+    adapters, and their clients, go when the thread ends."""
 
     generation = -1
 
@@ -103,7 +102,7 @@ def how_to_trust(path: str) -> str:
 
 
 def get_backend(alias: str | None = None) -> LockBackend:
-    """The adapter for cache ``alias`` (default ``TASKLOCK["CACHE"]``), made once per cache.
+    """The adapter for cache ``alias`` (default ``TASKLOCK["CACHE"]``), made once per thread.
 
     Django gives each thread its own cache object; the adapter of this thread's is kept per
     thread too, so a lock pays no ``caches[alias]`` lookup. The runtime guard
@@ -123,29 +122,34 @@ def get_backend(alias: str | None = None) -> LockBackend:
 
 
 def _adapter(alias: str) -> LockBackend:
-    """The adapter of this thread's cache object for ``alias``, made on first use."""
+    """A new adapter of this thread's cache object for ``alias``."""
     try:
         cache = caches[alias]
     except InvalidCacheBackendError:
         raise ImproperlyConfigured(
             f"tasklock cache {alias!r} is not an alias in CACHES; set TASKLOCK['CACHE']"
         ) from None
-    adapter = _adapters.get(cache)
-    if adapter is None:
-        module, _, name = ADAPTERS[usable_family(alias, cache)].rpartition(".")
-        try:
-            adapter = _adapters[cache] = getattr(importlib.import_module(module), name)(cache)
-        except LockError as exc:
-            raise LockError(f"tasklock cache {alias!r}: {exc}") from exc.__cause__
-    return adapter
+    module, _, name = ADAPTERS[usable_family(alias, cache)].rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)(cache)
+    except LockError as exc:
+        raise LockError(f"tasklock cache {alias!r}: {exc}") from exc.__cause__
+
+
+def _forget_adapters() -> None:
+    """Every thread makes its adapters again at its next lock."""
+    global _generation
+    _generation += 1
 
 
 @receiver(setting_changed)
-def _forget_adapters(*, setting: str, **kwargs: Any) -> None:
+def _settings_changed(*, setting: str, **kwargs: Any) -> None:
     """A changed TASKLOCK may trust or refuse a backend: judge every cache again. A changed
     CACHES gives every thread new cache objects: look them up again."""
-    global _generation
-    if setting == "TASKLOCK":
-        _adapters.clear()
     if setting in ("TASKLOCK", "CACHES"):
-        _generation += 1
+        _forget_adapters()
+
+
+# a forked child makes its own adapters (a Lock made before the fork keeps its adapter, whose
+# clients are reset there: see memcached.py)
+os.register_at_fork(after_in_child=_forget_adapters)

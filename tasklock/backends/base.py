@@ -34,6 +34,11 @@ class Stored(NamedTuple):
     ttl: float | None = None
 
 
+def full_key(make_key: Callable[[str], str], name: str) -> str:
+    """The full cache key of a lock name, inside ``TASKLOCK["KEY_PREFIX"]``."""
+    return cache_key(name, conf.KEY_PREFIX, make_key)
+
+
 def text(raw: bytes | None) -> str | None:
     """A stored value as text. tasklock writes UTF-8; a foreign value's other bytes read as
     U+FFFD, so reading never fails and a foreign value never equals a holder's."""
@@ -63,16 +68,19 @@ class LockBackend(ABC):
 
     def __init__(self, cache: Any) -> None:
         self.cache = cache
+        # nothing an adapter holds refers back to it (no bound method of its own): it goes,
+        # with its clients, as soon as its thread does, not at the next cyclic collection
+        self.make_key = self.key_function(cache)
         #: ``full_key``, remembered per adapter, so a changed TASKLOCK (which drops every
         #: adapter) forgets the keys too
-        self.key: Callable[[str], str] = functools.lru_cache(maxsize=self.remembered_keys)(self.full_key)
+        self.key: Callable[[str], str] = functools.lru_cache(maxsize=self.remembered_keys)(
+            functools.partial(full_key, self.make_key)
+        )
 
-    def make_key(self, raw: str) -> str:
-        return self.cache.make_key(raw)
-
-    def full_key(self, name: str) -> str:
-        """The full cache key of a lock name, inside ``TASKLOCK["KEY_PREFIX"]``."""
-        return cache_key(name, conf.KEY_PREFIX, self.make_key)
+    @staticmethod
+    def key_function(cache: Any) -> Callable[[str], str]:
+        """How a raw key becomes the cache's key: the cache's own ``make_key``."""
+        return cache.make_key
 
     def fence_key(self) -> str:
         """The key of the cache's fencing counter: ``KEY_PREFIX fence``, which no lock key

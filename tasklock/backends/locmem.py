@@ -7,7 +7,8 @@ single-process test suite, never for workers.
 from __future__ import annotations
 
 import threading
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from .base import LockBackend
 
@@ -17,8 +18,9 @@ class LocMemBackend(LockBackend):
     #: serialises owner checks; every tasklock write to a LocMemCache goes through it
     compare_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def make_key(self, raw: str) -> str:
-        return raw  # the cache's own methods apply its key function
+    @staticmethod
+    def key_function(cache: Any) -> Callable[[str], str]:
+        return str  # unchanged: the cache's own methods apply its key function
 
     def server(self, key: str | None) -> str:
         return "this process's memory"

@@ -6,7 +6,7 @@ never vanishes before its timeout (and lives at most about a second longer). A `
 exptime -1 is an atomic compare-and-delete.
 The adapter has its own client of the cache's servers and options, without Django's pickling:
 tasklock's values are UTF-8 bytes, and a value someone else stored is read as raw bytes, never
-unpickled.
+unpickled. It closes with the cache and is never used across a fork (``memcached_client``).
 pymemcache's ``HashClient`` hides an outage as "not added" for about a second after a
 failure (it answers for a server it marked failed without asking it). So every command goes
 to the key's own server client, which raises on an outage. A False from ``add`` is then
@@ -24,6 +24,8 @@ from pymemcache.exceptions import MemcacheError
 
 from ..exceptions import LockError
 from .base import CLEAR_TRIES, LockBackend, Stored, text
+from .memcached_client import own_client
+from .memcached_commands import cas, gets
 from .memcached_index import HeldIndex
 
 #: memcached reads an exptime above 30 days as a Unix timestamp
@@ -35,16 +37,6 @@ def expire(timeout: float) -> int:
     """The exptime that keeps a lock at least ``timeout`` s (one tick more than rounded up)."""
     seconds = math.ceil(timeout) + 1
     return seconds if seconds <= MAX_RELATIVE_EXPIRE else math.ceil(time.time()) + seconds
-
-
-def own_client(cache: Any) -> Any:
-    """A client of ``cache``'s servers with its options, taking and returning plain bytes.
-
-    Its sockets send at once (``TCP_NODELAY``): after the index's ``noreply`` writes, Nagle's
-    algorithm (pymemcache's default) makes the next request wait for a delayed ACK, ≈ 40 ms.
-    """
-    options = {k: v for k, v in cache._options.items() if k not in ("serde", "serializer", "deserializer")}
-    return cache._class(cache.client_servers, **{**options, "no_delay": True})
 
 
 def server_clients(client: Any) -> dict[Any, Any]:
@@ -81,8 +73,7 @@ class MemcachedBackend(LockBackend):
     def add(self, key: str, value: str, timeout: float) -> bool:
         client, data, exptime = self.server_for(key), value.encode(), expire(timeout)
         for _ in range(ADD_ROUNDS):
-            if client.add(key, data, expire=exptime, noreply=False):
-                self.index.note(key)
+            if self.index.add(client, key, data, exptime):
                 return True
             if client.get(key) is not None:
                 return False
@@ -101,10 +92,10 @@ class MemcachedBackend(LockBackend):
 
     def _swap(self, key: str, value: str, new: bytes, exptime: int) -> bool:
         client = self.server_for(key)
-        stored, cas_id = client.gets(key) or (None, None)
-        if stored != value.encode():  # a foreign value is any bytes: compared, never decoded
+        stored, cas_id = gets(client, key)
+        if stored != value.encode() or cas_id is None:  # a foreign value: compared, never decoded
             return False
-        return client.cas(key, new, cas_id, expire=exptime, noreply=False) is True
+        return cas(client, key, new, cas_id, exptime)
 
     def delete_if(self, key: str, value: str) -> bool:
         deleted = self._swap(key, value, b"", EXPIRE_NOW)
@@ -119,10 +110,10 @@ class MemcachedBackend(LockBackend):
         """``gets`` + ``cas`` to delete whatever the key holds (foreign values included)."""
         client = self.server_for(key)
         for _ in range(CLEAR_TRIES):
-            stored, cas_id = client.gets(key) or (None, None)
-            if not stored:  # absent, or emptied by a delete
+            stored, cas_id = gets(client, key)
+            if not stored or cas_id is None:  # absent, or emptied by a delete
                 return None
-            if client.cas(key, b"", cas_id, expire=EXPIRE_NOW, noreply=False) is True:
+            if cas(client, key, b"", cas_id, EXPIRE_NOW):
                 self.index.forget(key)
                 return text(stored)
         raise LockError(f"{key!r} changed {CLEAR_TRIES} times while it was being cleared; try again")

@@ -67,7 +67,8 @@ class RedisClusterBackend(RedisBackend):
     def connection_kwargs(self) -> dict[str, Any]:
         return self.client.get_connection_kwargs()
 
-    def _companions(self, key: str) -> tuple[str, str, str]:
+    @staticmethod
+    def _companions(key: str) -> tuple[str, str, str]:
         tag = "{" + slot_tags()[key_slot(key.encode())] + "}"
         return key, tag + key + LINE_SUFFIX, tag + key + TICKETS_SUFFIX
 

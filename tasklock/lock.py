@@ -36,6 +36,18 @@ MIN_RENEWED_TIMEOUT = 0.3
 #: with the renewer's threads)
 NO_MUTEX: AbstractContextManager[object] = nullcontext()
 
+#: the forks between the first process and this one: a Lock taken in another generation was
+#: taken by a parent process, and is not held here (same token, but not this process's lock)
+_generation = 0
+
+
+def _count_fork() -> None:
+    global _generation
+    _generation += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+
 
 def seconds(value: object, what: str) -> float:
     """``value`` as a lock timeout (finite, > 0, at most ``MAX_TIMEOUT``), else ``ValueError``."""
@@ -135,6 +147,8 @@ class Lock:
                 "a name must be text that UTF-8 can encode"
             ) from None
         self._value: str | None = None
+        #: the process generation that took the lock (``_generation`` when it did)
+        self._generation = _generation
         self._acquired_at = 0.0
         self._deadline = 0.0
         #: set by each successful acquire where the backend fences; strictly increasing per cache
@@ -148,7 +162,19 @@ class Lock:
         return f"<Lock {shown(self.name)} {'held' if self else 'not held'}>"
 
     def __bool__(self) -> bool:
-        return self._deadline > time.monotonic()
+        return self._deadline > time.monotonic() and self._generation == _generation
+
+    def _become_own_holder(self) -> None:
+        """A copy of a Lock that a fork brought from a parent process: a holder of its own here,
+        with its own token, so the parent's lock and this process's never pass for each other."""
+        self.token = os.urandom(16).hex()
+        self._value, self._deadline, self.fencing_token = None, 0.0, None
+        self._generation = _generation
+
+    def _held_value(self) -> str | None:
+        """The value this holder wrote, if this process holds the lock (not a parent before a
+        fork: a forked child's copy of a held Lock holds nothing)."""
+        return self._value if self._generation == _generation else None
 
     @property
     def holder(self) -> Holder | None:
@@ -178,6 +204,8 @@ class Lock:
             if not isinstance(wait, int | float) or isinstance(wait, bool) or not wait >= 0:
                 raise ValueError(f"wait must be a number of seconds >= 0 (inf: no limit), got {wait!r}")
         started = time.monotonic()
+        if self._generation != _generation:
+            self._become_own_holder()
         if self._deadline > started:
             raise LockError(f"{self!r} is already held by this Lock; locks are not re-entrant")
         give_up = math.inf if wait is None else started + wait
@@ -259,7 +287,7 @@ class Lock:
         fencing token, renewal."""
         if journal.fd is not None:
             journal.took(self.cache_alias, self._key, self.token)
-        self._value = value
+        self._value, self._generation = value, _generation
         self._acquired_at, self._deadline = attempt, attempt + self.timeout
         self.fencing_token = added if backend.fences else None
         self.lost = False
@@ -310,7 +338,7 @@ class Lock:
         timeout = seconds(timeout, "requeue timeout")
         if self.renew:
             renewer().forget(self)
-        if self._value is None:  # not held, or lost (a renewal hung until the lease's end)
+        if self._held_value() is None:  # not held, or lost (a renewal hung until the lease's end)
             return False
         with self._extending:
             holder = self.holder
@@ -330,7 +358,7 @@ class Lock:
         """Remove this holder's own lock; False if it had expired, was cleared or taken."""
         if self.renew:
             renewer().forget(self)  # before the delete: no renewal is sent after this returns
-        value = self._value
+        value = self._held_value()
         if value is None:
             if journal.fd is not None:  # lost, or requeue() found it gone: none to delete
                 journal.let_go(self.token)
@@ -374,7 +402,7 @@ class Lock:
     def _renewal(self, timeout: float) -> tuple[bool, str, float] | None:
         """An owner-checked rewrite of this holder's value with a TTL of ``timeout``: whether
         it was kept, the new value and deadline; None if not held. Local state is untouched."""
-        value = self._value
+        value = self._held_value()
         holder = Holder.decode(value)
         if holder is None:
             return None
@@ -411,7 +439,7 @@ class Lock:
 
     def owned(self) -> bool:
         """True if this Lock's token holds the lock (asks the cache)."""
-        if self._value is None:
+        if self._held_value() is None:
             return False
         stored = self._call(self._here(), "get", self._key)
         if stored is not None and stored == self._value:

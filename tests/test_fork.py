@@ -114,3 +114,27 @@ def test_children_of_a_process_that_used_locks(lock_cache):
     wait_until(lambda: kept.holder.expires_at > kept.holder.acquired_at + 3, "a renewal after the fork")
     assert kept.owned() and not kept.lost
     assert kept.release()
+
+
+def test_a_lock_held_across_a_fork_is_the_parents_alone(lock_cache):
+    """A forked child's copy of a Lock its parent holds holds nothing: it releases, extends and
+    owns nothing, and acquiring it makes a holder with a token of its own."""
+    name = f"fork-held:{uuid.uuid4().hex}"
+    held = Lock(name, timeout=30, cache=lock_cache)
+    assert held.acquire()
+    out = tempfile.mktemp(prefix="tasklock-fork-held-")
+    connections.close_all()  # the database cache's connection is Django's: not shared with the child
+    pid = os.fork()
+    if pid == 0:
+        try:
+            seen = [bool(held), held.owned(), held.extend(), held.release(), held.locked(), held.acquire()]
+            with open(out, "w") as file:
+                json.dump({"seen": seen, "token": held.token}, file)
+        finally:
+            os._exit(0)
+    wait_until(lambda: os.waitpid(pid, os.WNOHANG)[0] == pid, DEADLINE)
+    with open(out) as file:
+        child = json.load(file)
+    assert child["seen"] == [False, False, False, False, True, False]
+    assert child["token"] != held.token
+    assert held.owned() and held.release()

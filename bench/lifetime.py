@@ -57,7 +57,7 @@ def _wait(condition: Callable[[], object], within: float = 60) -> float:
 
 def _holder(item: str):
     from tasklock.backends import get_backend
-    from tasklock.holder import Holder
+    from tasklock.values.holder import Holder
 
     backend = get_backend()
     return Holder.decode(backend.get(backend.key(f"hold:{item}")))
@@ -93,7 +93,7 @@ def sigkill() -> float:
 
 
 def time_limit() -> float:
-    from tasklock.processes import is_gone
+    from tasklock.values.processes import is_gone
 
     item = uuid.uuid4().hex
     hold_past_time_limit.apply_async((item,), queue=QUEUE)

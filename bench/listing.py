@@ -63,7 +63,7 @@ def configure(redis: str, memcached: str) -> None:
 def fill(alias: str, first: int, last: int) -> None:
     """Hold locks ``first`` to ``last - 1`` in ``alias``, as ``Lock.acquire`` would store them."""
     from tasklock.backends import get_backend
-    from tasklock.holder import Holder
+    from tasklock.values.holder import Holder
 
     backend = get_backend(alias)
     now = time.time()

@@ -79,7 +79,7 @@ def lock_cycle(lock) -> Callable[[], None]:
 def fill(alias: str, count: int) -> None:
     """Hold ``count`` locks in ``alias``, stored as ``Lock.acquire`` stores them."""
     from tasklock.backends import get_backend
-    from tasklock.holder import Holder
+    from tasklock.values.holder import Holder
 
     backend = get_backend(alias)
     now = time.time()

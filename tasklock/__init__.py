@@ -1,10 +1,10 @@
 """tasklock: only one Celery worker runs this at a time, on the Django cache framework."""
 
-from .clearing import clear
-from .decorators import SKIPPED, held_lock, task_lock
+from .core.lock import Lock, lock
 from .exceptions import DuplicateTask, LockError, LockNotAcquired
-from .inventory import held_locks
-from .lock import Lock, lock
+from .integrations.decorator import SKIPPED, held_lock, task_lock
+from .operations.clearing import clear
+from .operations.inventory import held_locks
 
 __all__ = [
     "SKIPPED",

@@ -22,10 +22,10 @@ from django.utils.timezone import localtime
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .changelist import HeldLockChangeList, HeldLockQuery
-from .clearing import force_clear
 from .exceptions import LockError
 from .models import HeldLock
+from .operations.changelist import HeldLockChangeList, HeldLockQuery
+from .operations.clearing import force_clear
 
 #: the most names the confirmation page lists; it says how many more there are
 CONFIRM_SHOWN = 100

@@ -8,15 +8,15 @@ class TaskLockConfig(AppConfig):
     default_auto_field = "django.db.models.AutoField"
 
     def ready(self) -> None:
-        from . import checks, reaper, topology_checks, unique
+        from .checks import caches, settings, tasks, topology
+        from .integrations import celery_worker
 
-        reaper.connect()
-        unique.connect()
-        register(checks.check_settings, "tasklock")
-        register(checks.check_lock_cache, Tags.caches, "tasklock")
-        register(checks.check_time_limits, "tasklock")
-        register(checks.check_unique_tasks, "tasklock")
-        register(checks.check_visibility_timeout, "tasklock", deploy=True)
-        register(checks.check_eviction_policy, Tags.caches, "tasklock", deploy=True)
-        register(checks.check_ignore_exceptions, Tags.caches, "tasklock", deploy=True)
-        register(topology_checks.check_redis_topology, Tags.caches, "tasklock", deploy=True)
+        celery_worker.connect()
+        register(settings.check_settings, "tasklock")
+        register(caches.check_lock_cache, Tags.caches, "tasklock")
+        register(tasks.check_time_limits, "tasklock")
+        register(tasks.check_unique_tasks, "tasklock")
+        register(tasks.check_visibility_timeout, "tasklock", deploy=True)
+        register(caches.check_eviction_policy, Tags.caches, "tasklock", deploy=True)
+        register(caches.check_ignore_exceptions, Tags.caches, "tasklock", deploy=True)
+        register(topology.check_redis_topology, Tags.caches, "tasklock", deploy=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from .inventory import HeldLockInfo
+if TYPE_CHECKING:
+    from .operations.inventory import HeldLockInfo
 
 
 class HeldLock(models.Model):

@@ -94,7 +94,7 @@ def test_called_directly_uses_the_task_name_and_raises_by_default(redis_server):
 
 
 def test_holder_metadata_names_the_task():
-    from tasklock.holder import Holder
+    from tasklock.values.holder import Holder
 
     result = tasks.report_holder.delay(1)
     holder = Holder.decode(result.get(timeout=30))

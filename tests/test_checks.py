@@ -21,7 +21,8 @@ from django.core.management.base import SystemCheckError
 
 from tasklock import Lock, task_lock
 from tasklock.backends.redis import write_client
-from tasklock.checks import check_ignore_exceptions, check_time_limits, time_limit_warnings
+from tasklock.checks.caches import check_ignore_exceptions
+from tasklock.checks.tasks import check_time_limits, time_limit_warnings
 
 ROOT = Path(__file__).parents[1]
 LOCMEM = "django.core.cache.backends.locmem.LocMemCache"

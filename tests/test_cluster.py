@@ -12,7 +12,7 @@ from redis.crc import key_slot
 import tasklock
 from tasklock import Lock, LockError
 from tasklock.backends import get_backend
-from tasklock.holder import Holder
+from tasklock.values.holder import Holder
 from tests.test_checks import messages
 from tests.test_contention import CONTENDERS, contend, overlaps
 from tests.waiting import wait_until

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from io import StringIO
 
 import pytest
-from celery._state import _task_stack
+from celery import signals as celery_signals
 from django.core.cache import caches
 from django.core.management import CommandError, call_command
 from django.test import override_settings
@@ -17,10 +17,10 @@ from django.test import override_settings
 from tasklock import Lock
 from tasklock.backends import get_backend, memcached_index
 from tasklock.backends.memcached_index import SEPARATOR
-from tasklock.clearing import force_clear, os_user
-from tasklock.holder import Holder
-from tasklock.inventory import Inventory
+from tasklock.operations.clearing import force_clear, os_user
+from tasklock.operations.inventory import Inventory
 from tasklock.signals import lock_cleared
+from tasklock.values.holder import Holder
 from tests.settings import build_caches
 from tests.tasks import ping
 from tests.waiting import wait_until
@@ -67,13 +67,12 @@ def clear(*args, **options):
 
 @contextmanager
 def running_task(task, task_id):
-    _task_stack.push(task)
-    task.push_request(id=task_id)
+    """As a worker runs ``task``: between its ``task_prerun`` and ``task_postrun`` signals."""
+    celery_signals.task_prerun.send(sender=task, task_id=task_id, task=task, args=(), kwargs={})
     try:
         yield
     finally:
-        task.pop_request()
-        _task_stack.pop()
+        celery_signals.task_postrun.send(sender=task, task_id=task_id, task=task, args=(), kwargs={})
 
 
 def test_list_json_has_exactly_the_documented_keys(locks):

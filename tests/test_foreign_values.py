@@ -14,7 +14,7 @@ from pymemcache.client.base import Client
 from tasklock import Lock, LockNotAcquired
 from tasklock.backends import get_backend
 from tasklock.conf import conf
-from tasklock.holder import Holder
+from tasklock.values.holder import Holder
 
 NOT_UTF8 = b"\xff\xfe\x80 not UTF-8"
 

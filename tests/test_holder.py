@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from tasklock.holder import Holder
+from tasklock.values.holder import Holder
 
 
 def written(thread_name: str | None = None) -> dict:

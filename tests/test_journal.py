@@ -9,8 +9,9 @@ import uuid
 
 import pytest
 
-from tasklock import Lock, journal
-from tasklock.processes import PID_NAMESPACE
+from tasklock import Lock
+from tasklock.core import journal
+from tasklock.values.processes import PID_NAMESPACE
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import pytest
 from django.contrib.auth.models import Group
 
 from tasklock import Lock, LockError, task_lock
-from tasklock.keys import NameBuilder, cache_key, canonical_arguments, canonical_text
+from tasklock.integrations.naming import NameBuilder, canonical_arguments, canonical_text
+from tasklock.values.names import cache_key
 
 
 def update_game(game_id, force=False):
@@ -80,7 +81,10 @@ def test_sets_sort_the_same_whatever_the_hash_seed():
     import subprocess
     import sys
 
-    code = "from tasklock.keys import canonical_text; print(canonical_text({'b','a','c',('x',1)}))"
+    code = (
+        "from tasklock.integrations.naming import canonical_text; "
+        "print(canonical_text({'b','a','c',('x',1)}))"
+    )
     outputs = {
         subprocess.run(
             [sys.executable, "-c", code],

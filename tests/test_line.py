@@ -14,8 +14,10 @@ import redis
 
 from tasklock import Lock, LockError, task_lock
 from tasklock.backends import get_backend
-from tasklock.backends.redis_line import TICKET_SLACK_MS
-from tasklock.holder import Holder
+from tasklock.backends.redis_line import TICKET_SLACK_MS, giving_up_place
+from tasklock.core.drivers import drive
+from tasklock.values.calls import Attempt
+from tasklock.values.holder import Holder
 from tests.waiting import wait_until
 
 REDIS_CACHES = ["default", "redis", "valkey"]
@@ -197,7 +199,8 @@ def test_a_grant_whose_reply_an_interrupt_cut_off_is_passed_on(alias, client):
     assert held.release()
     assert client.lpop(f"{tickets_of(held)} {waiter.token}"), "popped, as for a BLPOP whose reply was lost"
     assert holder_token(client, waiter) == waiter.token
-    waiter._give_up_place(get_backend(alias))
+    attempt = Attempt(waiter._key, waiter.token, name, 30, None, None, True, 0.0, False)
+    drive(giving_up_place(attempt), get_backend(alias), waiter._failed)
     assert not client.exists(waiter._key)
 
 

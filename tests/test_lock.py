@@ -249,7 +249,7 @@ def test_redis_release_hands_the_lock_to_a_waiter_in_line(alias, redis_server):
 
     import redis as redis_py
 
-    from tasklock.holder import Holder
+    from tasklock.values.holder import Holder
     from tests.waiting import wait_until
 
     client = redis_py.Redis(port=redis_server.port)
@@ -374,8 +374,8 @@ def test_cache_errors_name_the_alias_the_server_and_the_reason(alias, memcached_
 
 def test_task_lock_and_clearing_messages_are_short_and_name_the_server(redis_server):
     from tasklock import task_lock
-    from tasklock.clearing import force_clear
-    from tasklock.inventory import Inventory
+    from tasklock.operations.clearing import force_clear
+    from tasklock.operations.inventory import Inventory
 
     name = "n" * 1_000_000
 

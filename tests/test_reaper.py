@@ -12,9 +12,10 @@ import pytest
 
 from tasklock import Lock
 from tasklock.backends import get_backend
-from tasklock.holder import Holder
-from tasklock.processes import HOST, MACHINE
-from tasklock.reaper import on_worker_ready, reap_dead_processes
+from tasklock.dead_holders.reaper import reap_dead_processes
+from tasklock.integrations.celery_worker import on_worker_ready
+from tasklock.values.holder import Holder
+from tasklock.values.processes import HOST, MACHINE
 from tests.test_renewal import wait_until
 
 pytestmark = pytest.mark.skipif(MACHINE is None, reason="no boot id / PID namespace here")

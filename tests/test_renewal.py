@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from tasklock import Lock, lock
-from tasklock.renewer import renewer
+from tasklock.core.renewer import renewer
 from tasklock.signals import lock_lost
 from tests.test_contention import CONTENDERS, contend, overlaps
 

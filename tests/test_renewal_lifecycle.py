@@ -14,7 +14,8 @@ import pytest
 from tasklock import Lock
 from tasklock.backends import get_backend
 from tasklock.backends.redis import RedisBackend
-from tasklock.renewer import renewer
+from tasklock.core.renewer import renewer
+from tasklock.integrations.uniqueness import requeue
 from tasklock.signals import lock_acquired
 from tests.waiting import wait_until
 
@@ -101,7 +102,7 @@ def test_a_fork_during_a_renewal_leaves_the_child_a_usable_lock(redis_server):
             code = 1
             try:
                 held.extend()
-                held.requeue(5)
+                requeue(held, 5)
                 code = 0
             finally:
                 os._exit(code)

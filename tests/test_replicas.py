@@ -17,7 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from tasklock import Lock, LockError
 from tasklock.backends import get_backend
 from tasklock.conf import conf
-from tasklock.unique import QueueLock
+from tasklock.integrations.uniqueness import QueueLock, claim, hand_over
 from tests import tasks, unique_tasks
 from tests.servers import SENTINEL_SERVICE, redis_cli, wait_until
 from tests.test_celery import intervals
@@ -196,7 +196,7 @@ def test_too_few_replicas_fail_the_start_of_a_unique_task_closed(settings, lock_
     settings.TASKLOCK = {"REPLICAS": 1, "REPLICA_TIMEOUT": 0.05}
     run = Lock(name, timeout=5, cache=lock_cache_redis)
     with pytest.raises(LockError, match="0 of 1 replicas"):
-        run.claim("mine") if mode == "until_executed" else run.hand_over(queue_name, "mine")
+        claim(run, "mine") if mode == "until_executed" else hand_over(run, queue_name, "mine")
     assert not run and not run.locked(), "the unconfirmed run lock was released"
     backend = get_backend(lock_cache_redis)
     assert backend.get(backend.key(queue_name)) is None
@@ -210,7 +210,7 @@ def test_too_few_replicas_fail_the_start_of_a_unique_task_on_a_cluster(settings,
     settings.TASKLOCK = {"REPLICAS": 1, "REPLICA_TIMEOUT": 0.05}
     run = Lock(name, timeout=5, cache=cluster_cache)
     with pytest.raises(LockError, match="0 of 1 replicas"):
-        run.claim("mine")
+        claim(run, "mine")
     assert not run.locked(), "the unconfirmed run lock was released"
 
 

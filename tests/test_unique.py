@@ -16,7 +16,7 @@ from django.conf import settings
 
 from tasklock import SKIPPED, DuplicateTask, Lock, LockNotAcquired
 from tasklock.backends import get_backend
-from tasklock.holder import Holder
+from tasklock.values.holder import Holder
 from tests import unique_tasks
 from tests.celery_app import app as celery_app
 from tests.test_celery import intervals, overlapping_pairs

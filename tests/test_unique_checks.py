@@ -6,7 +6,7 @@ from celery import Celery, current_app
 
 from tasklock import task_lock
 from tasklock.celery import UniqueTask
-from tasklock.checks import check_unique_tasks, unique_base_errors, visibility_timeout_warnings
+from tasklock.checks.tasks import check_unique_tasks, unique_base_errors, visibility_timeout_warnings
 
 
 def own(found: list, check_id: str) -> dict[str, str]:

@@ -8,8 +8,8 @@ import pytest
 
 from tasklock import DuplicateTask, Lock, LockNotAcquired, task_lock
 from tasklock.backends import get_backend
-from tasklock.holder import Holder
-from tasklock.unique import QueueLock, free_queued
+from tasklock.integrations.uniqueness import QueueLock, claim, free_queued, hand_over, is_queued, requeue
+from tasklock.values.holder import Holder
 from tests import unique_tasks
 from tests.celery_app import app
 
@@ -29,16 +29,16 @@ def test_a_start_converts_only_its_own_queue_lock(lock_cache):
     name = f"unique:{uuid.uuid4().hex}"
     queue(name, lock_cache, "mine")
     other = Lock(name, timeout=10, cache=lock_cache)
-    assert not other.claim("someone-else")
+    assert not claim(other, "someone-else")
     assert holder_of(name, lock_cache).state == "queued"
     run = Lock(name, timeout=10, cache=lock_cache)
-    assert run.claim("mine")
+    assert claim(run, "mine")
     holder = holder_of(name, lock_cache)
     assert (holder.state, holder.task_id, holder.token) == ("running", "mine", run.token)
     if get_backend(lock_cache).fences:
         assert isinstance(run.fencing_token, int)
     # a second delivery of the same message (same id) now contends like any caller
-    assert not Lock(name, timeout=10, cache=lock_cache).claim("mine")
+    assert not claim(Lock(name, timeout=10, cache=lock_cache), "mine")
     assert run.release()
     assert holder_of(name, lock_cache) is None
 
@@ -46,7 +46,7 @@ def test_a_start_converts_only_its_own_queue_lock(lock_cache):
 def test_a_start_takes_a_free_lock(lock_cache):
     name = f"unique:{uuid.uuid4().hex}"
     run = Lock(name, timeout=10, cache=lock_cache)
-    assert run.claim("mine")
+    assert claim(run, "mine")
     assert run.release()
 
 
@@ -54,12 +54,12 @@ def test_hand_over_takes_the_run_lock_then_frees_only_its_own_queue_lock(lock_ca
     name = f"unique:{uuid.uuid4().hex}"
     queue(name + ":queued", lock_cache, "mine")
     run = Lock(name, timeout=10, cache=lock_cache)
-    assert run.hand_over(name + ":queued", "mine")
+    assert hand_over(run, name + ":queued", "mine")
     assert holder_of(name + ":queued", lock_cache) is None
     assert holder_of(name, lock_cache).token == run.token
     # the run lock is held: a later task's start does not get it, and keeps its queue lock
     queue(name + ":queued", lock_cache, "later")
-    assert not Lock(name, timeout=10, cache=lock_cache).hand_over(name + ":queued", "later")
+    assert not hand_over(Lock(name, timeout=10, cache=lock_cache), name + ":queued", "later")
     assert holder_of(name + ":queued", lock_cache).task_id == "later"
     assert run.release()
     assert free_queued(name + ":queued", lock_cache, "later")
@@ -81,13 +81,13 @@ def test_free_queued_and_a_failed_publish_remove_only_their_own_lock(lock_cache)
 def test_requeue_turns_a_run_lock_into_its_tasks_queue_lock(lock_cache):
     name = f"unique:{uuid.uuid4().hex}"
     run = Lock(name, timeout=10, cache=lock_cache, renew=True)
-    assert run.claim("mine")
-    assert run.requeue(20)
-    assert run.queued
+    assert claim(run, "mine")
+    assert requeue(run, 20)
+    assert is_queued(run)
     holder = holder_of(name, lock_cache)
     assert (holder.state, holder.task_id) == ("queued", "mine")
     retry = Lock(name, timeout=10, cache=lock_cache)
-    assert retry.claim("mine")
+    assert claim(retry, "mine")
     assert not run.release()  # no longer its own
     assert retry.release()
 

@@ -19,9 +19,9 @@ from celery.result import AsyncResult
 from django.core.management.base import CommandError
 
 from tasklock.backends import get_backend
-from tasklock.clearing import force_clear
 from tasklock.conf import conf
-from tasklock.holder import Holder
+from tasklock.operations.clearing import force_clear
+from tasklock.values.holder import Holder
 
 from . import tasks
 from .scores import ScoreStore

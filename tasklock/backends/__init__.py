@@ -40,7 +40,7 @@ UNSAFE_FAMILIES = {
 }
 
 ADAPTERS = {
-    "redis": "tasklock.backends.redis.adapter",
+    "redis": "tasklock.backends.redis_family.adapter",
     "memcached": "tasklock.backends.memcached.MemcachedBackend",
     "database": "tasklock.backends.database.DatabaseBackend",
     "locmem": "tasklock.backends.locmem.LocMemBackend",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -10,11 +11,14 @@ from typing import Any, ClassVar, NamedTuple
 
 from ..conf import conf
 from ..exceptions import LockError
-from ..holder import QUEUED, Holder
-from ..keys import cache_key
+from ..values.calls import Attempt, Call, Grant, Plan
+from ..values.holder import QUEUED, Holder
+from ..values.names import cache_key
 
 #: how many tries a force-clear makes while the holder keeps rewriting its value
 CLEAR_TRIES = 5
+#: the first pause of a polling blocking acquire; it doubles up to the backend's ``max_poll``
+FIRST_POLL = 0.001
 #: how many times ``claim`` tries again when the lock changed between its add and its read
 CLAIM_TRIES = 5
 
@@ -86,6 +90,22 @@ class LockBackend(ABC):
         """The key of the cache's fencing counter: ``KEY_PREFIX fence``, which no lock key
         can be (lock keys continue the prefix with a colon) and no listing scans."""
         return self.make_key(f"{conf.KEY_PREFIX} fence")
+
+    def acquiring(self, attempt: Attempt) -> Plan[Grant | None]:
+        """The plan of an acquire: ``add`` once, or, blocking, again after growing pauses
+        (``wait``) until it is free or ``attempt.give_up``. None if not taken."""
+        pause = FIRST_POLL
+        while True:
+            at = time.monotonic()
+            value = attempt.value()
+            added = yield Call("add", (attempt.key, value, attempt.timeout))
+            if added:
+                return Grant(value, added, at)
+            remaining = attempt.give_up - time.monotonic()
+            if not attempt.blocking or remaining <= 0:
+                return None
+            yield Call("wait", (attempt.key, remaining, pause * random.uniform(0.5, 1)))
+            pause = min(pause * 2, self.max_poll)
 
     @abstractmethod
     def add(self, key: str, value: str, timeout: float) -> int:

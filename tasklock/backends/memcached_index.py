@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..conf import conf
-from ..keys import HASH_MARK
+from ..values.names import HASH_MARK
 from .base import Stored
 from .memcached_commands import add_then, send
 

@@ -16,9 +16,10 @@ from typing import Any
 
 from ..conf import conf
 from ..exceptions import LockError
-from ..holder import around_times
+from ..values.calls import Attempt, Grant, Plan
+from ..values.holder import around_times
 from .base import LockBackend, Stored, text
-from .redis_clients import ERRORS, LuaScript, is_cluster
+from .redis_clients import ERRORS, LuaScript
 from .redis_line import (
     LEAVE,
     LINE,
@@ -30,6 +31,7 @@ from .redis_line import (
     TICKETS_SUFFIX,
     Turn,
     ticket,
+    waiting_in_line,
 )
 
 #: the longest single wait (BLPOP) of a waiter in line; it then renews its ticket (s)
@@ -289,6 +291,12 @@ class RedisBackend(LockBackend):
         args = (value, new_value, milliseconds(timeout))
         return bool(_EXTEND((key,), args, client=self.client))
 
+    def acquiring(self, attempt: Attempt) -> Plan[Grant | None]:
+        """A blocking or fair acquire waits in line (``redis_line``); a plain try is an ``add``."""
+        if attempt.blocking or attempt.fair:
+            return waiting_in_line(attempt, self.max_block)
+        return super().acquiring(attempt)
+
     def take_or_queue(
         self, key: str, value: str, timeout: float, token: str, stay: float, fair: bool
     ) -> Turn:
@@ -362,18 +370,3 @@ def stored_replies(keys: list[str], replies: list[Any]) -> list[Stored]:
         Stored(key, text(raw), ttl / 1000 if ttl >= 0 else None)
         for key, raw, ttl in zip(keys, replies[::2], replies[1::2], strict=True)
     ]
-
-
-def adapter(cache: Any) -> RedisBackend:
-    """The adapter for a Redis-family cache: a cluster client gets the cluster adapter.
-
-    A cluster client connects when it is made, so this can fail: ``LockError``."""
-    try:
-        client = write_client(cache)
-    except ERRORS as exc:
-        raise LockError(f"could not make its Redis client: {type(exc).__name__}: {exc}") from exc
-    if is_cluster(client):
-        from .redis_cluster import RedisClusterBackend
-
-        return RedisClusterBackend(cache, client)
-    return RedisBackend(cache, client)

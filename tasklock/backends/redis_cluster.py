@@ -21,13 +21,7 @@ from typing import Any
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from .base import LockBackend, Stored
-from .redis import (
-    READ_BODY,
-    RedisBackend,
-    milliseconds,
-    scan_node,
-    stored_replies,
-)
+from .redis import READ_BODY, RedisBackend, milliseconds, scan_node, stored_replies
 from .redis_clients import LuaScript, node_client
 from .redis_line import LINE_SUFFIX, TICKETS_SUFFIX
 

@@ -17,10 +17,20 @@ lost lock. With ``fair``, a free lock is taken only by the first live waiter in 
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any, NamedTuple
 
+from ..exceptions import shown
+from ..values.calls import Attempt, Call, Grant, Plan
+from ..values.holder import Holder
 from .base import text
 from .redis_clients import LuaScript
+
+logger = logging.getLogger("tasklock")
+
+#: the shortest wait for a grant (BLPOP rounds a shorter one to 0, which blocks for ever)
+MIN_BLOCK = 0.001
 
 #: the line and the tickets are the lock key plus these (a lock name part never holds a space)
 LINE_SUFFIX = " line"
@@ -188,3 +198,65 @@ def ticket(ttl_ms: int, around_times: tuple[str, str]) -> str:
     """A ticket's text after its alive time: the TTL, and the metadata ``around_times``."""
     head, tail = around_times
     return f"{ttl_ms} {len(head.encode())} {head}{tail}"
+
+
+def granted_at(joined: tuple[float, int], server_us: int) -> float:
+    """When a grant made at the server's ``server_us`` happened on our monotonic clock, no
+    later than it did (so the lock's local deadline errs on the safe side): the last time we
+    were seen in line (``joined``: our clock before that call, the server's during it) plus
+    the server's time since, at most now."""
+    local, server = joined
+    return min(time.monotonic(), max(local, local + (server_us - server) / 1e6))
+
+
+def waiting_in_line(attempt: Attempt, max_block: float) -> Plan[Grant | None]:
+    """The plan of an acquire where waiters wait in line and a release hands the lock over:
+    take it, or join the line and block for the grant until ``attempt.give_up``; then leave
+    the line (keeping a grant made meanwhile). Not blocking: one try, never in line."""
+    started = time.monotonic()
+    give_up = attempt.give_up if attempt.blocking else started
+    key, token, timeout = attempt.key, attempt.token, attempt.timeout
+    joined: tuple[float, int] | None = None  # when we were last seen in line: local, server µs
+    try:
+        while True:
+            at = time.monotonic()
+            stay = min(give_up - at, max_block)
+            value = attempt.value()
+            turn = yield Call("take_or_queue", (key, value, timeout, token, stay, attempt.fair))
+            if not turn.fence and stay > 0:
+                joined = (at, turn.server_us)
+                block = max(MIN_BLOCK, stay if turn.expires_in is None else min(stay, turn.expires_in))
+                turn = yield Call("await_grant", (key, token, block, timeout))
+            elif not turn.fence and joined is not None:
+                turn = yield Call("leave", (key, token, timeout))
+            if turn and turn.fence:
+                if turn.value is None:
+                    return Grant(value, turn.fence, at)
+                # handed over by the server: the lease started when the grant was made
+                return Grant(
+                    turn.value, turn.fence, granted_at(joined, turn.server_us) if joined else started
+                )
+            if stay <= 0:
+                return None
+    except GeneratorExit:
+        raise  # abandoned unfinished (the driver went away): nothing can be sent now
+    except BaseException:  # a cache error, or a soft time limit or signal while blocked
+        if joined is not None:
+            yield from giving_up_place(attempt)
+        raise
+
+
+def giving_up_place(attempt: Attempt) -> Plan[None]:
+    """Leave the line after an error: a grant made meanwhile is passed on at once, not kept by
+    a waiter that will never use it — also one whose reply the error cut off (the server had
+    popped it: the lock holds this token). Never raises: the error that got us here counts."""
+    try:
+        turn = yield Call("leave", (attempt.key, attempt.token, attempt.timeout))
+        granted = turn.value if turn is not None else (yield Call("get", (attempt.key,)))
+        holder = Holder.decode(granted)
+        if holder is not None and holder.token == attempt.token:
+            yield Call("delete_if", (attempt.key, granted))
+    except Exception:
+        logger.warning(
+            "lock %s: could not leave the line; its place lapses", shown(attempt.name), exc_info=True
+        )

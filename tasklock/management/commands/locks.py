@@ -12,9 +12,9 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...clearing import force_clear, os_user
 from ...exceptions import LockError
-from ...inventory import HeldLockInfo, Inventory, glob, held_locks
+from ...operations.clearing import force_clear, os_user
+from ...operations.inventory import HeldLockInfo, Inventory, glob, held_locks
 
 COLUMNS = ("name", "state", "holder", "task_name", "task_id", "acquired_at", "expires_in")
 

@@ -18,13 +18,16 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from .backends import family_of
-from .exceptions import LockError, LockNotAcquired, shown
-from .keys import KeySpec, NameBuilder
-from .lock import MIN_RENEWED_TIMEOUT, Lock, cache_alias, seconds
-from .signals import lock_contended
-from .taskbody import MAX_UNWRAP, TaskBody, running_task
-from .unique import (
+from ..backends import family_of
+from ..core.arguments import cache_alias, seconds
+from ..core.lock import MIN_RENEWED_TIMEOUT, Lock
+from ..core.running import NOTHING, Running
+from ..core.running import task as running_task_var
+from ..exceptions import LockError, LockNotAcquired, shown
+from ..signals import lock_contended
+from .celery_bodies import MAX_UNWRAP, TaskBody, running_task
+from .naming import KeySpec, NameBuilder
+from .uniqueness import (
     MODES,
     ON_DUPLICATE,
     UNTIL_AND_WHILE_EXECUTING,
@@ -33,7 +36,10 @@ from .unique import (
     WHILE_EXECUTING,
     Mode,
     OnDuplicate,
+    claim,
     free_queued,
+    hand_over,
+    is_queued,
     queue_name,
     require_unique_base,
 )
@@ -234,40 +240,54 @@ def task_lock(
             bound = task is not None and bool(args) and args[0] is task
             name = lock_name(task, args, kwargs, bound)
             task_id = task.request.id if running and task is not None else None
-            if unique == UNTIL_EXECUTING:
-                if task_id:  # the queue lock goes as the body starts; the body runs unlocked
-                    free_queued(name, cache, task_id)
-                return fn(*args, **kwargs)
-            held = Lock(name, spec.timeout, cache, renew=spec.renew, fair=fair)
-            if running:  # current is task
-                held._task = (task.name, task_id)  # type: ignore[union-attr]
-            else:
-                held._task = (None, None) if current is None else (current.name, current.request.id)
-            taken = _take(held, task_id)
-            held._task = None  # a later acquire of this Lock (held_lock()) looks for itself
-            if not taken:
-                return _contended(held.name, task, running, task_id)
-            holding = _holding.set(held)
-            retried = False
+            if running:
+                who = Running(task.name, task_id)  # type: ignore[union-attr]
+            else:  # a plain function, or a task called as one: in whatever task runs now
+                who = NOTHING if current is None else Running(current.name, current.request.id)
+            told = running_task_var.set(who)  # the locks taken in the call name the task
             try:
-                return fn(*args, **kwargs)
-            except Retry:
-                retried = True
-                raise
-            except BaseException as exc:  # autoretry_for retries after the body: requeue now
-                requeue = getattr(task, "_requeue_for_autoretry", None) if unique == UNTIL_EXECUTED else None
-                retried = bool(task_id) and requeue is not None and requeue(held, exc)
-                raise
+                return _call(fn, args, kwargs, name, task, running, task_id)
             finally:
-                _holding.reset(holding)
-                if not (retried and held.queued):  # requeued for its retry: the retry claims it
-                    held.release_quietly()
+                running_task_var.reset(told)
 
         body = TaskBody(wrapper)
         wrapper.__signature__ = signature  # type: ignore[attr-defined]
         wrapper.tasklock = spec  # type: ignore[attr-defined]
         wrapper.tasklock_name = lock_name  # type: ignore[attr-defined]
         return wrapper
+
+    def _call(
+        fn: Callable[P, R],
+        args: tuple,
+        kwargs: dict,
+        name: str,
+        task: Task | None,
+        running: bool,
+        task_id: str | None,
+    ) -> R:
+        """Run ``fn`` holding its lock; or what the policy says when the lock is held."""
+        if unique == UNTIL_EXECUTING:
+            if task_id:  # the queue lock goes as the body starts; the body runs unlocked
+                free_queued(name, cache, task_id)
+            return fn(*args, **kwargs)
+        held = Lock(name, spec.timeout, cache, renew=spec.renew, fair=fair)
+        if not _take(held, task_id):
+            return _contended(held.name, task, running, task_id)
+        holding = _holding.set(held)
+        retried = False
+        try:
+            return fn(*args, **kwargs)
+        except Retry:
+            retried = True
+            raise
+        except BaseException as exc:  # autoretry_for retries after the body: requeue now
+            requeue = getattr(task, "_requeue_for_autoretry", None) if unique == UNTIL_EXECUTED else None
+            retried = bool(task_id) and requeue is not None and requeue(held, exc)
+            raise
+        finally:
+            _holding.reset(holding)
+            if not (retried and is_queued(held)):  # requeued for its retry: the retry claims it
+                held.release_quietly()
 
     def _take(held: Lock, task_id: str | None) -> bool:
         """Take the run lock: a unique task's start converts its own queue lock."""
@@ -276,7 +296,7 @@ def task_lock(
             return held.acquire()
         queue = queue_name(held.name, unique)
         own = task_id or ""
-        if tried and (held.claim(own) if unique == UNTIL_EXECUTED else held.hand_over(queue, own)):
+        if tried and (claim(held, own) if unique == UNTIL_EXECUTED else hand_over(held, queue, own)):
             return True
         if on_locked == "wait":
             limit = held.timeout if spec.wait is None else spec.wait

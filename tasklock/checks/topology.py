@@ -13,7 +13,9 @@ from typing import Any
 from django.core.cache import caches
 from django.core.checks import CheckMessage, Warning
 
-from .checks import _lock_cache, _setting
+from ..backends.redis import write_client
+from ..backends.redis_clients import ERRORS, is_cluster, node_client
+from .configured import lock_cache, setting
 
 
 def _warning(message: str, hint: str, alias: str) -> Warning:
@@ -22,8 +24,6 @@ def _warning(message: str, hint: str, alias: str) -> Warning:
 
 def _primaries(client: Any) -> list[tuple[str, Any]]:
     """``(address, plain client)`` of every primary behind ``client``."""
-    from .backends.redis_clients import is_cluster, node_client
-
     if is_cluster(client):
         return [(f"{node.host}:{node.port}", node_client(client, node)) for node in client.get_primaries()]
     return [("the primary", client)]
@@ -31,13 +31,10 @@ def _primaries(client: Any) -> list[tuple[str, Any]]:
 
 def check_redis_topology(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """tasklock.W009: a plain client on a cluster node, or fewer replicas than ``REPLICAS``."""
-    found = _lock_cache()
+    found = lock_cache()
     if isinstance(found, list) or found.family != "redis":
         return []
-    from .backends.redis import write_client
-    from .backends.redis_clients import ERRORS, is_cluster
-
-    replicas = _setting("REPLICAS")
+    replicas = setting("REPLICAS")
     warnings: list[CheckMessage] = []
     try:
         client = write_client(caches[found.alias])

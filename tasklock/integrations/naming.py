@@ -1,31 +1,20 @@
-"""Lock names from a task and its arguments; cache keys from lock names.
-
-Names are readable and never shortened. Only the cache key derived from a name is hashed,
-when the full key would be too long for memcached or the database cache (250 bytes) or
-has white space or control characters.
-"""
+"""Lock names from a task and its arguments: readable, never shortened (only the cache key
+made from a name is hashed, see ``values.names``)."""
 
 from __future__ import annotations
 
 import datetime
 import decimal
 import enum
-import hashlib
 import inspect
 import json
-import re
 import string
 import uuid
 from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring
 from typing import Any
 
-from .exceptions import LockError
-
-MAX_KEY_BYTES = 250
-#: a space or control character: memcached refuses such keys
-UNSAFE_KEY_CHAR = re.compile(r"[\x00-\x20\x7f]")
-HASH_MARK = "#"
+from ..exceptions import LockError
 
 KeySpec = None | str | tuple[str, ...] | list[str] | Callable[..., str]
 
@@ -236,17 +225,3 @@ class NameBuilder:
             return prefix
         values = [_plain_argument(arguments[field], field) for field in self.fields]
         return f"{prefix}:{canonical_json(values)}"
-
-
-def _is_safe(key: str) -> bool:
-    return len(key.encode()) <= MAX_KEY_BYTES and UNSAFE_KEY_CHAR.search(key) is None
-
-
-def cache_key(name: str, prefix: str, make_key: Callable[[str], str]) -> str:
-    """The full cache key for a lock name, made with the cache's own key function."""
-    if not name.startswith(HASH_MARK):
-        key = make_key(f"{prefix}:{name}")
-        if _is_safe(key):
-            return key
-    digest = hashlib.sha256(name.encode()).hexdigest()
-    return make_key(f"{prefix}:{HASH_MARK}{digest}")

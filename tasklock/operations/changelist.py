@@ -17,9 +17,9 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import InvalidPage
 from django.utils.translation import gettext as _
 
-from .exceptions import LockError
+from ..exceptions import LockError
+from ..models import HeldLock
 from .inventory import HeldLockInfo, Inventory, containing
-from .models import HeldLock
 
 
 class HeldLockQuery:

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .backends import get_backend
-from .backends.base import LockBackend, Stored
-from .conf import conf
-from .holder import QUEUED, RUNNING, Holder
-from .keys import HASH_MARK
-from .lock import cache_alias
+from ..backends import get_backend
+from ..backends.base import LockBackend, Stored
+from ..conf import conf
+from ..core.lock import cache_alias
+from ..values.holder import QUEUED, RUNNING, Holder
+from ..values.names import HASH_MARK
 
 Matcher = Callable[[str], bool]
 

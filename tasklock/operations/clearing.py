@@ -11,14 +11,14 @@ import logging
 import os
 import time
 
-from .backends import get_backend
-from .backends.base import Stored
-from .conf import conf
-from .exceptions import shown
-from .holder import Holder
+from ..backends import get_backend
+from ..backends.base import Stored
+from ..conf import conf
+from ..core.lock import Lock, cache_alias
+from ..exceptions import shown
+from ..signals import lock_cleared
+from ..values.holder import Holder
 from .inventory import HeldLockInfo, cache_errors
-from .lock import Lock, cache_alias
-from .signals import lock_cleared
 
 logger = logging.getLogger("tasklock")
 

@@ -10,10 +10,8 @@ and ``hand_over``). ``until_and_while_executing`` keeps its queue lock under its
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,9 +19,11 @@ from typing import Any, Literal
 
 from celery import Task
 
-from .backends import get_backend
-from .exceptions import shown
-from .holder import QUEUED, Holder
+from ..backends import get_backend
+from ..core import running
+from ..core.lock import Lock
+from ..exceptions import shown
+from ..values.holder import QUEUED, Holder
 
 logger = logging.getLogger("tasklock")
 
@@ -47,9 +47,7 @@ def queue_name(name: str, mode: str) -> str:
 def require_unique_base(task: Task | None, mode: str, function: str) -> None:
     """``TypeError`` unless ``task`` is a ``UniqueTask`` (only its ``apply_async`` takes queue
     locks: elsewhere ``unique=`` would silently do nothing)."""
-    from .celery import UniqueTask
-
-    if not isinstance(task, UniqueTask):
+    if not getattr(task, "takes_queue_locks", False):
         what = f"task {task.name} has base {type(task).__mro__[1].__qualname__}" if task else "it is no task"
         raise TypeError(
             f'task_lock(unique="{mode}") on {function} needs a Celery task with '
@@ -99,75 +97,28 @@ def free_queued(name: str, alias: str | None, task_id: str) -> bool:
         return backend.free_queued(key, task_id)
 
 
-def free_revoked(task: Task, task_id: str, args: Any, kwargs: Any) -> bool:
-    """Free the queue lock of a task revoked or expired before it ran (owner-checked by id)."""
-    from .decorators import lock_name_of_call, spec_of
-
-    spec = spec_of(task)
-    if spec is None or spec.unique == WHILE_EXECUTING:
-        return False
-    found = lock_name_of_call(task, tuple(args or ()), dict(kwargs or {}))
-    if found is None:
-        return False
-    name, alias = found
-    freed = free_queued(queue_name(name, spec.unique), alias, task_id)
-    if freed:
-        logger.info("freed queue lock %s of revoked task %s", shown(name), task_id)
-    return freed
+def claim(run: Lock, task_id: str) -> bool:
+    """Take ``run`` for task ``task_id`` if it is free, or if it is the queue lock of that task,
+    which becomes the run lock in one atomic step (only while it still names that id)."""
+    with running.running(running.current().name, task_id):
+        return run.acquire_with("claim", task_id)
 
 
-def on_task_revoked(sender: Any = None, request: Any = None, terminated: bool = False, **kw: Any) -> None:
-    """``task_revoked`` in the worker's main process: a task revoked or expired before it ran
-    frees its queue lock (in a thread: the event loop must not wait for the cache)."""
-    if terminated or sender is None or request is None or not request.id:
-        return
-
-    def run() -> None:
-        try:
-            free_revoked(sender, request.id, request.args, request.kwargs)
-        except Exception:
-            logger.warning("could not free the queue lock of revoked task %s", request.id, exc_info=True)
-
-    threading.Thread(target=run, name=f"tasklock-revoked-{request.id}", daemon=True).start()
+def hand_over(run: Lock, queue_name: str, task_id: str) -> bool:
+    """Take ``run`` for task ``task_id`` (one try), then free lock ``queue_name`` if it is the
+    queue lock of that task: one atomic step on Redis; elsewhere the run lock is taken first."""
+    with running.running(running.current().name, task_id):
+        return run.acquire_with("hand_over", get_backend(run.cache_alias).key(queue_name), task_id)
 
 
-def _free_waiting(task_ids: list[str]) -> None:
-    """The queue locks of revoked tasks this worker holds but does not run (waiting for their
-    countdown/ETA, or for a pool process): freed now, not when Celery would look at them."""
-    from celery.worker.state import active_requests, requests
-
-    for task_id in task_ids:
-        request = requests.get(task_id)
-        if request is not None and request not in active_requests:
-            on_task_revoked(sender=request.task, request=request)
+def requeue(run: Lock, timeout: float) -> bool:
+    """Turn held lock ``run`` into the queue lock of its task, living ``timeout`` seconds, for the
+    task's own retry to claim (owner-checked; no longer renewed). False if it was no longer
+    this holder's."""
+    return run.convert(QUEUED, timeout)
 
 
-def wrap_revoke(sender: Any = None, **kw: Any) -> None:
-    """``worker_init``: wrap the worker's ``revoke`` remote-control command so that it also
-    frees the queue locks of the revoked tasks waiting in this worker. Celery itself sends
-    ``task_revoked`` for such a task only at its ETA, keeping a duplicate out until then."""
-    from celery.utils.functional import maybe_list
-    from celery.worker.control import Panel
-
-    revoke = Panel.data.get("revoke")
-    if revoke is None or getattr(revoke, "tasklock", False):
-        return
-
-    @functools.wraps(revoke)
-    def revoke_and_free(state: Any, task_id: Any, *args: Any, **kwargs: Any) -> Any:
-        answer = revoke(state, task_id, *args, **kwargs)
-        try:
-            _free_waiting(list(maybe_list(task_id) or ()))
-        except Exception:  # the revoke itself is done: never fail the command
-            logger.warning("could not free the queue locks of revoked tasks %s", task_id, exc_info=True)
-        return answer
-
-    revoke_and_free.tasklock = True  # type: ignore[attr-defined]
-    Panel.data["revoke"] = revoke_and_free
-
-
-def connect() -> None:
-    """Connect the worker's hooks (from ``TaskLockConfig.ready``)."""
-    from celery import signals
-
-    signals.worker_init.connect(wrap_revoke, weak=False, dispatch_uid="tasklock.unique.revoke")
+def is_queued(held: Lock) -> bool:
+    """Whether ``held`` holds a queue lock (after ``requeue``; local, no I/O)."""
+    holder = held.holder
+    return holder is not None and holder.state == QUEUED

@@ -16,7 +16,7 @@ import select
 import threading
 from collections.abc import Callable
 
-from . import journal
+from ..core import journal
 
 logger = logging.getLogger("tasklock")
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from django.db import connections
 
-from .exceptions import LockError, shown
+from ..exceptions import LockError, shown
 
 if TYPE_CHECKING:
     from .lock import Lock

@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from .processes import PID_NAMESPACE, is_gone
+from ..values.processes import PID_NAMESPACE, is_gone
 
 #: the bytes one lock takes in a journal (a key is at most 250 bytes, or hashed)
 SLOT = 512

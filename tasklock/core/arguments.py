@@ -71,10 +71,8 @@ def cache_alias(cache: object) -> str:
 
 
 def wait_seconds(blocking: bool, wait: object) -> None:
-    """``ValueError`` unless ``wait`` fits ``blocking``: None, or seconds >= 0 (inf: no limit)
-    for a blocking acquire."""
-    if wait is None:
-        return
+    """``ValueError`` unless ``wait`` (not None) fits ``blocking``: seconds >= 0 (inf: no
+    limit) for a blocking acquire."""
     if not blocking:
         raise ValueError("wait= needs blocking=True; a non-blocking acquire tries once")
     if not isinstance(wait, int | float) or isinstance(wait, bool) or not wait >= 0:

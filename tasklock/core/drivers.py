@@ -19,18 +19,19 @@ def drive(plan: Plan[T], backend: LockBackend, failed: Failure) -> T:
     """Run ``plan`` to its end, making each call on ``backend`` in this thread. A client error
     reaches the plan as the ``LockError`` that ``failed`` makes of it; any other exception (a
     signal's, an interrupt) as itself, so the plan can clean up before it goes on."""
+    send = plan.send
     reply: Any = None
     error: BaseException | None = None
     while True:
         try:
-            call = plan.send(reply) if error is None else plan.throw(error)
+            operation, args = send(reply) if error is None else plan.throw(error)
         except StopIteration as done:
             return done.value
         error = None
         try:
-            reply = getattr(backend, call.operation)(*call.args)
+            reply = getattr(backend, operation)(*args)
         except backend.errors as exc:
-            error = failed(backend, call.operation, exc)
+            error = failed(backend, operation, exc)
             error.__cause__ = exc
         except BaseException as exc:
             error = exc

@@ -131,32 +131,24 @@ class Lock:
     def acquire(self, blocking: bool = False, wait: float | None = None) -> bool:
         """Take the lock: one try, or with ``blocking`` until it is free (or handed over, in
         line) or ``wait`` runs out."""
-        wait_seconds(blocking, wait)
-        backend = self._here()
-        return drive(self._acquiring(backend, blocking, wait), backend, self._failed)
-
-    def _acquiring(self, backend: LockBackend, blocking: bool, wait: float | None) -> Plan[bool]:
         started = time.monotonic()
+        attempt = self._attempt(blocking, wait, started)
+        backend = self._backend if get_ident() == self._thread else get_backend(self.cache_alias)
+        grant = drive(backend.acquiring(attempt), backend, self._failed)
+        return grant is not None and self._took(backend, grant, started)
+
+    def _attempt(self, blocking: bool, wait: float | None, started: float) -> Attempt:
+        """What an acquire starting at ``started`` asks its backend's acquiring plan for."""
+        if wait is not None:
+            wait_seconds(blocking, wait)
         if self._generation != _generation:  # a copy a fork brought: a holder of its own here
-            self.token, self._value, self._deadline, self.fencing_token = (
-                os.urandom(16).hex(),
-                None,
-                0.0,
-                None,
-            )
-            self._generation = _generation
+            self.token, self._generation = os.urandom(16).hex(), _generation
+            self._value, self._deadline, self.fencing_token = None, 0.0, None
         if self._deadline > started:
             raise LockError(f"{self!r} is already held by this Lock; locks are not re-entrant")
-        who = running.current()
+        who = running.task.get() or running.NOTHING
         give_up = math.inf if wait is None else started + wait
-        attempt = Attempt(
-            self._key, self.token, self.name, self.timeout, who.name, who.id, blocking, give_up, self.fair
-        )
-        grant = yield from backend.acquiring(attempt)
-        if grant is None:
-            return False
-        self._took(backend, grant, started)
-        return True
+        return Attempt(self._key, self.token, self.name, self.timeout, *who, blocking, give_up, self.fair)
 
     def acquire_with(self, operation: str, *args: Any) -> bool:
         """One try at the lock through backend ``operation``: an atomic variant of ``add`` that
@@ -169,13 +161,11 @@ class Lock:
         value = Holder.encode_here(self.token, self.name, time.time(), self.timeout, who.name, who.id)
         backend = self._here()
         added = drive(_one(Call(operation, (self._key, value, self.timeout, *args))), backend, self._failed)
-        if added:
-            self._took(backend, Grant(value, added, started), started)
-        return bool(added)
+        return bool(added) and self._took(backend, Grant(value, added, started), started)
 
-    def _took(self, backend: LockBackend, grant: Grant, started: float) -> None:
+    def _took(self, backend: LockBackend, grant: Grant, started: float) -> bool:
         """Record a won acquisition: the value written (and in a pool child's journal), deadline,
-        fencing token, renewal."""
+        fencing token, renewal. True."""
         if journal.fd is not None:
             journal.took(self.cache_alias, self._key, self.token)
         self._value, self._generation = grant.value, _generation
@@ -192,17 +182,19 @@ class Lock:
                 with suppress(Exception):
                     self.release()
                 raise
+        return True
 
     # -- releasing, extending -------------------------------------------------------------
 
     def release(self) -> bool:
         """Remove this holder's own lock; False if it had expired, was cleared or taken."""
-        return self._drive(self._releasing())
+        backend = self._backend if get_ident() == self._thread else get_backend(self.cache_alias)
+        return drive(self._releasing(), backend, self._failed)
 
     def _releasing(self) -> Plan[bool]:
         if self.renew:
             renewer().forget(self)  # before the delete: no renewal is sent after this returns
-        value = self._held_value()
+        value = self._value if self._generation == _generation else None  # _held_value(), inlined
         if value is None:
             if journal.fd is not None:  # lost, or converted and then found gone: none to delete
                 journal.let_go(self.token)

@@ -22,7 +22,7 @@ from ..backends import get_backend
 from ..backends.base import LockBackend
 from ..conf import conf
 from ..exceptions import LockError, LockNotAcquired, shown
-from ..signals import lock_acquired, lock_lost, lock_released
+from ..signals import lock_acquired, lock_attempted, lock_lost, lock_released
 from ..values.calls import Attempt, Call, Grant, Plan
 from ..values.holder import Holder
 from . import journal, running
@@ -152,11 +152,17 @@ class Lock:
         attempt = Attempt(
             self._key, self.token, self.name, self.timeout, who.name, who.id, blocking, give_up, self.fair
         )
-        grant = yield from backend.acquiring(attempt)
-        if grant is None:
-            return False
-        self._took(backend, grant, started)
-        return True
+        try:
+            grant = yield from backend.acquiring(attempt)
+        except LockError:
+            if lock_attempted.receivers:
+                _attempted(self, "error", started, blocking)
+            raise
+        if grant is not None:
+            self._took(backend, grant, started)
+        if lock_attempted.receivers:
+            _attempted(self, "contended" if grant is None else "acquired", started, blocking)
+        return grant is not None
 
     def acquire_with(self, operation: str, *args: Any) -> bool:
         """One try at the lock through backend ``operation``: an atomic variant of ``add`` that
@@ -345,6 +351,12 @@ class Lock:
         traceback: TracebackType | None,
     ) -> None:
         self.release_quietly()
+
+
+def _attempted(held: Lock, outcome: str, started: float, blocking: bool) -> None:
+    """Send ``lock_attempted``: an acquire of ``held`` begun at ``started`` ended with ``outcome``."""
+    waited = time.monotonic() - started
+    lock_attempted.send_robust(sender=Lock, lock=held, outcome=outcome, waited=waited, blocking=blocking)
 
 
 def _one(call: Call) -> Plan[Any]:

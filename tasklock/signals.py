@@ -25,5 +25,6 @@ lock_contended = Signal()
 lock_cleared = Signal()
 lock_lost = Signal()
 lock_reaped = Signal()
-lock_attempted = Signal()
-lock_duplicate = Signal()
+#: sent on every acquire: its receivers are looked up once per sender, not at each send
+lock_attempted = Signal(use_caching=True)
+lock_duplicate = Signal(use_caching=True)

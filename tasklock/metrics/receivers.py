@@ -30,7 +30,8 @@ def _of(lock: Any) -> dict[str, str]:
 
 def attempted(*, lock: Any, outcome: str, waited: float, blocking: bool, **kwargs: Any) -> None:
     recorded = instruments.current
-    attributes = {**_of(lock), "outcome": outcome}
+    attributes = _of(lock)
+    attributes["outcome"] = outcome
     recorded.acquisitions.add(1, attributes)
     recorded.wait.record(waited, attributes)
     if blocking:

@@ -42,26 +42,27 @@ Points = dict[tuple[str, frozenset], float]
 
 
 @pytest.fixture
-def reader():
-    """An SDK MeterProvider with an in-memory reader, recorded into for the test."""
-    memory = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[memory])
-    instruments.instrument(meter_provider=provider)
-    yield memory
+def both():
+    """An SDK MeterProvider with an in-memory reader and a TracerProvider whose spans end in
+    memory, recorded into for the test: (reader, tracer provider, span exporter)."""
+    memory, exporter = InMemoryMetricReader(), InMemorySpanExporter()
+    meters, tracers = MeterProvider(metric_readers=[memory]), TracerProvider()
+    tracers.add_span_processor(SimpleSpanProcessor(exporter))
+    instruments.instrument(meters, tracers)
+    yield memory, tracers, exporter
     instruments.instrument()
-    provider.shutdown()
+    meters.shutdown()
+    tracers.shutdown()
 
 
 @pytest.fixture
-def spans():
-    """An SDK TracerProvider whose spans end in memory."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    instruments.instrument(tracer_provider=provider)
-    yield provider, exporter
-    instruments.instrument()
-    provider.shutdown()
+def reader(both):
+    return both[0]
+
+
+@pytest.fixture
+def spans(both):
+    return both[1:]
 
 
 def points(reader: InMemoryMetricReader) -> Points:
@@ -245,6 +246,22 @@ def test_a_task_lock_function_called_directly_is_labelled_by_its_name(redis_serv
     label = f"{__name__}.locked_plain"
     once = ("tasklock.acquisitions:acquired", "tasklock.wait.duration:acquired", "tasklock.hold.duration")
     assert totals(points(reader), label) == Counter(dict.fromkeys(once, 1))
+
+
+def test_a_cache_error_is_an_error_outcome_and_span(both, settings):
+    """A cache that refuses connections: the acquire raises ``LockError``, counted as ``error``;
+    a blocking one is a span with status ERROR. ``METRIC_NAME`` names the lock."""
+    settings.TASKLOCK = {"METRIC_NAME": f"{__name__}.label_by_kind"}
+    for blocking in (False, True):
+        with pytest.raises(tasklock.LockError):
+            Lock(f"down-{ARGUMENT}", 30, "redis_down").acquire(blocking, 5 if blocking else None)
+    reader, _, exporter = both
+    assert totals(points(reader), "down") == Counter(
+        {"tasklock.acquisitions:error": 2, "tasklock.wait.duration:error": 2}
+    )
+    [span] = exporter.get_finished_spans()
+    assert span.name == "tasklock.acquire" and span.status.status_code.name == "ERROR"
+    assert dict(span.attributes) == {"lock": "down", "cache": "redis_down", "outcome": "error"}
 
 
 WITHOUT_OPENTELEMETRY = """

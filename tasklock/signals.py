@@ -27,4 +27,4 @@ lock_lost = Signal()
 lock_reaped = Signal()
 #: sent on every acquire: its receivers are looked up once per sender, not at each send
 lock_attempted = Signal(use_caching=True)
-lock_duplicate = Signal(use_caching=True)
+lock_duplicate = Signal()

@@ -62,7 +62,7 @@ class HeldLockQuery:
         """The admin's selection: only the named locks."""
         return HeldLockQuery(self.cache, self.text, pk__in, self.order)
 
-    def order_by(self, order: str | None) -> HeldLockQuery:
+    def ordered_by(self, order: str | None) -> HeldLockQuery:
         return HeldLockQuery(self.cache, self.text, self.names, order)
 
     def _infos(self, offset: int = 0, limit: int | None = None) -> tuple[int, list[HeldLockInfo]]:
@@ -136,7 +136,7 @@ class HeldLockChangeList(ChangeList):
     def get_queryset(self, request: Any, exclude_parameters: Any = None) -> HeldLockQuery:
         self.filter_specs, self.has_filters, self.has_active_filters = [], False, False
         self.clear_all_filters_qs = self.get_query_string()
-        return self.root_queryset.search(self.query).order_by(self._order())
+        return self.root_queryset.search(self.query).ordered_by(self._order())
 
     def _order(self) -> str | None:
         """The order the ``o`` parameter asks for: by the "held for" column, or none."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ import pytest
 from tasklock import Lock
 from tests import traced_worker
 from tests.test_admin_activity import line_length
+from tests.test_fork_worker import stop_worker
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.usefixtures("redis_server", "django_db_setup")
@@ -60,12 +60,7 @@ def test_the_wait_shows_in_the_celery_task_trace(tmp_path):
         raise
     finally:
         held.release()
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
+        stop_worker(worker)
     spans = read_spans(spans_path)
     acquire, run = spans["tasklock.acquire"], spans[RUN]
     assert acquire["context"]["trace_id"] == run["context"]["trace_id"]

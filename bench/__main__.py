@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from . import contention, handoff, locks, report, task_overhead
+from . import contention, handoff, locks, metrics_cost, report, task_overhead
 from .environment import machine, servers
 
 LISTING = os.path.join(os.path.dirname(os.path.abspath(__file__)), "listing.py")
@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> None:
         _print_section("machine", "\n".join(f"{k}: {v}" for k, v in facts.items()))
         lock_rows = locks.run(repeats=4) if options.quick else locks.run()
         _print_section("uncontended lock cycles", report.lock_table(lock_rows))
+        metrics_rows = metrics_cost.run(repeats=4) if options.quick else metrics_cost.run()
+        _print_section("what metrics cost the cycle", report.metrics_table(metrics_rows))
         handoff_rows = handoff.run(rounds=5) if options.quick else handoff.run()
         _print_section("handoff under contention", report.handoff_table(handoff_rows))
         contention_rows = contention.run(counts=(4, 8), repeats=1) if options.quick else contention.run()
@@ -60,9 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{minutes:.1f} min", flush=True)
     if not options.quick:
         report.plot(lock_rows)
-        report.write(
-            report.markdown(facts, lock_rows, workloads, handoff_rows, contention_rows, minutes, listing)
-        )
+        rows = (lock_rows, metrics_rows, workloads, handoff_rows, contention_rows)
+        report.write(report.markdown(facts, *rows, minutes, listing))
         print(f"wrote {report.MARKDOWN} and {report.PLOT}")
     if status:
         raise SystemExit(status)

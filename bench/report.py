@@ -6,7 +6,7 @@ import datetime
 import os
 from collections.abc import Iterable
 
-from . import contention, handoff, locks, task_overhead
+from . import contention, handoff, locks, metrics_cost, task_overhead
 
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
 MARKDOWN = os.path.join(DOCS, "benchmarks.md")
@@ -50,6 +50,16 @@ def lock_table(rows: list[locks.Row]) -> str:
             for r in rows
         ],
     )  # fmt: skip
+
+
+def metrics_table(rows: list[metrics_cost.Row]) -> str:
+    return _table(
+        ["cycle", "cycles/s", "p50 µs", "x no receivers", "µs added per cycle"],
+        [
+            (r.label, f"{r.per_second:,.0f}", f"{r.p50_us:.0f}", f"{r.ratio:.3f}x", f"{r.added_us:+.1f}")
+            for r in rows
+        ],
+    )
 
 
 def task_table(workloads: list[task_overhead.Workload]) -> str:
@@ -149,6 +159,7 @@ def plot(rows: list[locks.Row]) -> None:
 def markdown(
     machine: dict[str, str],
     lock_rows: list[locks.Row],
+    metrics_rows: list[metrics_cost.Row],
     workloads: list[task_overhead.Workload],
     handoff_rows: list[handoff.Row],
     contention_rows: list[contention.Row],
@@ -176,6 +187,14 @@ def markdown(
         "owner-checked can delete a lock someone else took after yours expired.",
         lock_table(lock_rows),
         "![cycles per second per approach](benchmarks.png)",
+        "### What metrics cost the cycle",
+        "The `tasklock Lock · django-redis` cycle again, in its own interleaved run right after the "
+        "table above: with no metric receivers connected (what an application without "
+        "`opentelemetry-api` runs), with them recording into the API's no-op instruments (the "
+        "package installed, no SDK configured), and with an SDK `MeterProvider` reading into "
+        "memory and a `TracerProvider` (a one-try acquire makes no span). `µs added` is the "
+        "median, over repeats, of the difference of the rows' median cycles in the same repeat.",
+        metrics_table(metrics_rows),
         "## A Celery task, end to end on a real worker",
         f"A prefork worker with {task_overhead.CONCURRENCY} processes on the Redis broker runs "
         "batches of the same task undecorated, wrapped in the raw floor lock (above), and under "

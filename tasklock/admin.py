@@ -17,6 +17,7 @@ from django.contrib.admin.models import DELETION, LogEntry
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.timezone import localtime
 from django.utils.translation import gettext_lazy as _
@@ -24,7 +25,7 @@ from django.utils.translation import ngettext
 
 from .exceptions import LockError
 from .models import HeldLock
-from .operations.changelist import HeldLockChangeList, HeldLockQuery
+from .operations.changelist import HELD_FOR, HeldLockChangeList, HeldLockQuery
 from .operations.clearing import force_clear
 
 #: the most names the confirmation page lists; it says how many more there are
@@ -33,13 +34,31 @@ CONFIRM_SHOWN = 100
 LOG_BATCH = 500
 
 
+def duration(seconds: float) -> str:
+    """A lock's age, as precise as it matters: "0.4 s", "42 s", "3 min 05 s", "2 h 07 min", "3 d 4 h"."""
+    seconds = max(seconds, 0.0)
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = int(seconds)
+    minutes, hours, days = whole // 60, whole // 3600, whole // 86400
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{minutes} min {whole % 60:02d} s"
+    if whole < 86400:
+        return f"{hours} h {minutes % 60:02d} min"
+    return f"{days} d {hours % 24} h"
+
+
 @admin.register(HeldLock)
 class HeldLockAdmin(admin.ModelAdmin):
-    list_display = ("name", "state", "holder", "task_name", "task_id", "acquired", "expires_in")
+    list_display = (
+        "name", "state", "holder", "task_name", "task_id", "acquired", HELD_FOR, "waiting", "expires_in"
+    )  # fmt: skip
     list_display_links = None
     search_fields = ("name",)
     search_help_text = _("Part of a lock name, in any case.")
-    sortable_by = ()
+    sortable_by = (HELD_FOR,)
     list_per_page = 100
     show_full_result_count = False
     actions = ["force_clear"]
@@ -48,6 +67,18 @@ class HeldLockAdmin(admin.ModelAdmin):
     def acquired(self, held: HeldLock) -> str | None:
         """To the second, in the current time zone: lock ages are short. None for a foreign value."""
         return None if held.acquired_at is None else date_format(localtime(held.acquired_at), "Y-m-d H:i:s T")
+
+    @admin.display(description=_("held for"), ordering="-acquired_at", empty_value="-")
+    def held_for(self, held: HeldLock) -> str | None:
+        """How long the lock has been held (by this holder); None for a foreign value."""
+        if held.acquired_at is None:
+            return None
+        return duration((timezone.now() - held.acquired_at).total_seconds())
+
+    @admin.display(description=_("waiting"), empty_value="-")
+    def waiting(self, held: HeldLock) -> int | None:
+        """How many wait in line for it (Redis); None where waiters poll and cannot be counted."""
+        return getattr(held, "waiters", None)
 
     def get_urls(self) -> list[Any]:
         """The changelist only: a held lock has no change, add, history or delete page."""

@@ -8,10 +8,12 @@ class TaskLockConfig(AppConfig):
     default_auto_field = "django.db.models.AutoField"
 
     def ready(self) -> None:
+        from . import metrics
         from .checks import caches, settings, tasks, topology
         from .integrations import celery_worker
 
         celery_worker.connect()
+        metrics.connect()
         register(settings.check_settings, "tasklock")
         register(caches.check_lock_cache, Tags.caches, "tasklock")
         register(tasks.check_time_limits, "tasklock")

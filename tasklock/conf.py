@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
 
 FAMILIES = ("redis", "memcached", "database")
 #: what a key prefix must not contain: white space (as ``str.isspace``) or glob characters
@@ -31,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "ALLOW_PROCESS_LOCAL_CACHE": False,
     "REPLICAS": 0,
     "REPLICA_TIMEOUT": 0.1,
+    "METRIC_NAME": None,
 }
 
 
@@ -86,6 +89,23 @@ def _check_replica_timeout(value: object) -> str | None:
     return None
 
 
+def _metric_name(value: object) -> Callable[[str, str | None], str] | None:
+    """The ``METRIC_NAME`` callable: ``value`` itself, or the one its dotted path names."""
+    return import_string(value) if isinstance(value, str) else value  # type: ignore[return-value]
+
+
+def _check_metric_name(value: object) -> str | None:
+    if value is None or callable(value):
+        return None
+    if not isinstance(value, str):
+        return "must be None, a callable(lock name, task name) -> str, or its dotted path"
+    try:
+        found = _metric_name(value)
+    except ImportError as exc:
+        return f"names nothing importable: {exc}"
+    return None if callable(found) else f"names {type(found).__name__} {found!r:.60}, not a callable"
+
+
 VALIDATORS = {
     "CACHE": _check_cache,
     "KEY_PREFIX": _check_key_prefix,
@@ -94,7 +114,10 @@ VALIDATORS = {
     "ALLOW_PROCESS_LOCAL_CACHE": _check_bool,
     "REPLICAS": _check_replicas,
     "REPLICA_TIMEOUT": _check_replica_timeout,
+    "METRIC_NAME": _check_metric_name,
 }
+#: what a valid value becomes when read (a dotted path: the callable it names)
+RESOLVERS: dict[str, Callable[[Any], Any]] = {"METRIC_NAME": _metric_name}
 
 
 def problems(raw: object) -> list[str]:
@@ -134,7 +157,7 @@ class TaskLockSettings:
         value = raw.get(key, DEFAULTS[key])
         if message := VALIDATORS[key](value):
             raise ImproperlyConfigured(f'TASKLOCK["{key}"] {message} (got {value!r})')
-        return value
+        return RESOLVERS[key](value) if key in RESOLVERS else value
 
     @property
     def CACHE(self) -> str:
@@ -163,6 +186,10 @@ class TaskLockSettings:
     @property
     def REPLICA_TIMEOUT(self) -> float:
         return self._get("REPLICA_TIMEOUT")
+
+    @property
+    def METRIC_NAME(self) -> Callable[[str, str | None], str] | None:
+        return self._get("METRIC_NAME")
 
 
 conf = TaskLockSettings()

@@ -10,6 +10,11 @@
   reach the cache before the lease ran out (``error``: the ``LockError``).
 - ``lock_reaped(name, holder, reason)``: tasklock freed the lock of a dead holder;
   ``reason`` is ``"worker-lost"``, ``"time-limit"``, ``"revoked"`` or ``"dead-process"``.
+- ``lock_attempted(lock, outcome, waited, blocking)``: an ``acquire()`` ended; ``outcome``
+  is ``"acquired"``, ``"contended"`` (held by someone else, or the wait ran out) or
+  ``"error"`` (a ``LockError``, raised next); ``waited`` is the seconds it took.
+- ``lock_duplicate(name, task_name, task_id, cache)``: a ``UniqueTask`` publish found its
+  queue lock ``name`` held and published nothing; ``task_id`` is the existing task's (or None).
 """
 
 from django.dispatch import Signal
@@ -20,3 +25,6 @@ lock_contended = Signal()
 lock_cleared = Signal()
 lock_lost = Signal()
 lock_reaped = Signal()
+#: sent on every acquire: its receivers are looked up once per sender, not at each send
+lock_attempted = Signal(use_caching=True)
+lock_duplicate = Signal()

@@ -28,6 +28,7 @@ LAYERS: Layers = [
     ),
     ("backends", ["tasklock.backends"], False),
     ("lock core", ["tasklock.core"], False),
+    ("metrics", ["tasklock.metrics"], False),
     ("dead holders", ["tasklock.dead_holders"], False),
     ("task integrations and operations", ["tasklock.integrations", "tasklock.operations"], False),
     (

@@ -37,6 +37,16 @@ def start_worker(queue: str, log_path: str, max_tasks_per_child: int | None) -> 
         )  # fmt: skip
 
 
+def stop_worker(worker: subprocess.Popen) -> None:
+    """Stop a worker started in a session of its own, with its pool: warm, then cold."""
+    os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+
 def run_locked_tasks(queue: str, item: str) -> None:
     """``TASKS`` tasks on one lock: every one runs, never two at once."""
     run_id = uuid.uuid4().hex
@@ -73,9 +83,4 @@ def test_a_worker_whose_main_process_used_a_memcached_lock(max_tasks_per_child):
             print(log.read(), file=sys.stderr)
         raise
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
+        stop_worker(worker)

@@ -19,7 +19,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             problem,
             hint=(
                 f"TASKLOCK takes {', '.join(DEFAULTS)}; TIMEOUT is seconds in (0, 365 days]; "
-                f"TRUSTED_BACKENDS maps dotted backend paths to {' / '.join(FAMILIES)}."
+                f"TRUSTED_BACKENDS maps dotted backend paths to {' / '.join(FAMILIES)}; METRIC_NAME is "
+                "None, a callable(lock name, task name) -> str, or its dotted path."
             ),
             obj="TASKLOCK",
             id="tasklock.E003",

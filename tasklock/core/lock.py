@@ -22,7 +22,7 @@ from ..backends import get_backend
 from ..backends.base import LockBackend
 from ..conf import conf
 from ..exceptions import LockError, LockNotAcquired, shown
-from ..signals import lock_acquired, lock_lost, lock_released
+from ..signals import lock_acquired, lock_attempted, lock_lost, lock_released
 from ..values.calls import Attempt, Call, Grant, Plan
 from ..values.holder import Holder
 from . import journal, running
@@ -134,8 +134,21 @@ class Lock:
         started = time.monotonic()
         attempt = self._attempt(blocking, wait, started)
         backend = self._backend if get_ident() == self._thread else get_backend(self.cache_alias)
-        grant = drive(backend.acquiring(attempt), backend, self._failed)
-        return grant is not None and self._took(backend, grant, started)
+        try:
+            grant = drive(backend.acquiring(attempt), backend, self._failed)
+        except LockError:
+            if lock_attempted.receivers:
+                _attempted(self, "error", started, blocking)
+            raise
+        return self._ended(backend, grant, started, blocking)
+
+    def _ended(self, backend: LockBackend, grant: Grant | None, started: float, blocking: bool) -> bool:
+        """Record an acquire's outcome (``grant`` None: not taken); whether it took the lock."""
+        if grant is not None:
+            self._took(backend, grant, started)
+        if lock_attempted.receivers:
+            _attempted(self, "contended" if grant is None else "acquired", started, blocking)
+        return grant is not None
 
     def _attempt(self, blocking: bool, wait: float | None, started: float) -> Attempt:
         """What an acquire starting at ``started`` asks its backend's acquiring plan for."""
@@ -337,6 +350,12 @@ class Lock:
         traceback: TracebackType | None,
     ) -> None:
         self.release_quietly()
+
+
+def _attempted(held: Lock, outcome: str, started: float, blocking: bool) -> None:
+    """Send ``lock_attempted``: an acquire of ``held`` begun at ``started`` ended with ``outcome``."""
+    waited = time.monotonic() - started
+    lock_attempted.send_robust(sender=Lock, lock=held, outcome=outcome, waited=waited, blocking=blocking)
 
 
 def _one(call: Call) -> Plan[Any]:

@@ -24,6 +24,7 @@ from ..backends import get_backend
 from ..conf import conf
 from ..core.lock import Lock
 from ..exceptions import DuplicateTask, LockError, shown
+from ..signals import lock_duplicate
 from ..values.holder import Holder
 from .decorator import held_lock, lock_name_of_call, spec_of
 from .uniqueness import (
@@ -102,6 +103,9 @@ class UniqueTask(Task):
         taken, holder = queued.take()
         if not taken:
             existing = holder.task_id if holder is not None else None
+            if lock_duplicate.receivers:
+                what = {"name": queued.name, "task_name": self.name, "task_id": existing}
+                lock_duplicate.send_robust(sender=Lock, **what, cache=alias or conf.CACHE)
             if spec.on_duplicate == "existing" and existing is not None:
                 if not _followed(link, link_error, options):
                     return self.AsyncResult(existing)

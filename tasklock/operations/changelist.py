@@ -4,47 +4,73 @@ Django's ``ChangeList`` pages a QuerySet. ``HeldLockQuery`` offers the part of t
 the admin uses here (``count()``, slicing, iteration, ``filter(pk__in=...)``), backed by the
 inventory: one scan of the prefix counts the matching locks and keeps only the page, so a
 page costs one pass and the memory of one batch plus the page, however many locks are held.
+Ordered by age ("held for"), the pass reads every matching value and keeps the ``offset +
+limit`` youngest (or oldest) on a heap. The page's rows then learn how many wait in line for
+each (``waiters``; Redis only), in one more call.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin.views.main import ORDER_VAR, ChangeList
 from django.core.paginator import InvalidPage
 from django.utils.translation import gettext as _
 
 from ..exceptions import LockError
 from ..models import HeldLock
 from .inventory import HeldLockInfo, Inventory, containing
+from .waiters import waiting
+
+#: the admin column a page may be ordered by: how long each lock has been held
+HELD_FOR = "held_for"
+ORDERS = (None, HELD_FOR, f"-{HELD_FOR}")
 
 
 class HeldLockQuery:
-    """The held locks whose names contain ``search`` (any case), optionally among ``names``."""
+    """The held locks whose names contain ``search`` (any case), optionally among ``names``;
+    in scan order, or by how long they have been held (``order``: ``HELD_FOR``, youngest
+    first, or ``-HELD_FOR``)."""
 
-    #: entries come in the backend's scan order, the same for every page of a stable set
+    #: entries come in the backend's scan order (or by age), the same for every page of a stable set
     ordered = True
 
-    def __init__(self, cache: str | None = None, search: str = "", names: Iterable[str] | None = None):
+    def __init__(
+        self,
+        cache: str | None = None,
+        search: str = "",
+        names: Iterable[str] | None = None,
+        order: str | None = None,
+    ):
+        if order not in ORDERS:
+            raise ValueError(f"held locks are ordered by one of {ORDERS}, not {order!r}")
         self.cache = cache
         self.text = search
         self.names = None if names is None else list(names)
+        self.order = order
         self.model = HeldLock
         self._count: int | None = None
 
     def search(self, text: str) -> HeldLockQuery:
-        return HeldLockQuery(self.cache, text, self.names)
+        return HeldLockQuery(self.cache, text, self.names, self.order)
 
     def filter(self, *, pk__in: Iterable[str]) -> HeldLockQuery:
         """The admin's selection: only the named locks."""
-        return HeldLockQuery(self.cache, self.text, pk__in)
+        return HeldLockQuery(self.cache, self.text, pk__in, self.order)
+
+    def ordered_by(self, order: str | None) -> HeldLockQuery:
+        return HeldLockQuery(self.cache, self.text, self.names, order)
 
     def _infos(self, offset: int = 0, limit: int | None = None) -> tuple[int, list[HeldLockInfo]]:
         inventory = Inventory(self.cache)
         matches = containing(self.text) if self.text else None
+        if self.order is not None and limit != 0:
+            found = inventory.find(self.names) if self.names is not None else inventory.each(matches)
+            return by_age(found, self.order == f"-{HELD_FOR}", offset, limit)
         if self.names is not None:
             found = [e for e in inventory.find(self.names) if matches is None or matches(e.name)]
             return len(found), found[offset : None if limit is None else offset + limit]
@@ -80,13 +106,45 @@ class HeldLockQuery:
             yield HeldLock.from_info(info)
 
 
+def by_age(
+    entries: Iterable[HeldLockInfo], oldest_first: bool, offset: int, limit: int | None
+) -> tuple[int, list[HeldLockInfo]]:
+    """How many ``entries`` there are, and ``limit`` of them from ``offset`` ordered by age;
+    only ``offset + limit`` are kept while they pass. A foreign value (no age) comes last."""
+    count = 0
+
+    def counted() -> Iterator[HeldLockInfo]:
+        nonlocal count
+        for entry in entries:
+            count += 1
+            yield entry
+
+    def age(entry: HeldLockInfo) -> tuple[bool, float]:
+        acquired = entry.acquired_at.timestamp() if entry.acquired_at is not None else 0.0
+        return entry.acquired_at is None, acquired if oldest_first else -acquired
+
+    if limit is None:
+        ordered = sorted(counted(), key=age)
+    else:
+        ordered = heapq.nsmallest(offset + limit, counted(), key=age)
+    return count, ordered[offset:]
+
+
 class HeldLockChangeList(ChangeList):
     """A ChangeList over ``HeldLockQuery``: search by name, pagination, no filters or sorting."""
 
     def get_queryset(self, request: Any, exclude_parameters: Any = None) -> HeldLockQuery:
         self.filter_specs, self.has_filters, self.has_active_filters = [], False, False
         self.clear_all_filters_qs = self.get_query_string()
-        return self.root_queryset.search(self.query)
+        return self.root_queryset.search(self.query).ordered_by(self._order())
+
+    def _order(self) -> str | None:
+        """The order the ``o`` parameter asks for: by the "held for" column, or none."""
+        for part in str(self.params.get(ORDER_VAR, "")).split("."):
+            _, descending, index = part.rpartition("-")
+            if index.isdigit() and list(self.list_display[int(index) : int(index) + 1]) == [HELD_FOR]:
+                return descending + HELD_FOR
+        return None
 
     def get_results(self, request: Any) -> None:
         """The page of locks; when the cache fails, none, and the error as a message.
@@ -126,3 +184,6 @@ class HeldLockChangeList(ChangeList):
         self.full_result_count = None
         self.result_list = result_list
         self.paginator = paginator
+        counts = waiting([held.name for held in result_list], query.cache)
+        for held, count in zip(result_list, counts or [None] * len(result_list), strict=True):
+            held.waiters = count

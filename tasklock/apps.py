@@ -9,9 +9,10 @@ class TaskLockConfig(AppConfig):
 
     def ready(self) -> None:
         from .checks import caches, settings, tasks, topology
-        from .integrations import celery_worker
+        from .integrations import celery_worker, django_worker
 
         celery_worker.connect()
+        django_worker.connect()
         register(settings.check_settings, "tasklock")
         register(caches.check_lock_cache, Tags.caches, "tasklock")
         register(tasks.check_time_limits, "tasklock")

@@ -1,0 +1,96 @@
+"""Django tasks (``django.tasks``; the backport on Django 5.2) run by real ``db_worker``
+processes in the tests (issue 21); each locked body records when it ran, as tests/tasks.py's."""
+
+import os
+import time
+
+import redis
+from django.conf import settings
+
+from tasklock import task_lock
+from tests.tasks import record
+
+try:
+    from django.tasks import task
+except ImportError:  # Django 5.2: the django-tasks backport
+    from django_tasks import task
+
+#: the queue of the killed worker's tests: only the worker a test starts takes its tasks
+KILL_QUEUE = "tasklock-kill"
+
+
+@task()
+def ping() -> str:
+    return "pong"
+
+
+@task()
+@task_lock(key="game_id", timeout=30, on_locked="skip")
+def skip_game(game_id: int, run_id: str, hold: float = 0.3) -> str:
+    started = time.monotonic()
+    time.sleep(hold)
+    record(run_id, game_id, started)
+    return "ran"
+
+
+@task()
+@task_lock(key="game_id", timeout=30, on_locked="retry", countdown=0.2)
+def retry_game(game_id: int, run_id: str, hold: float = 0.2) -> str:
+    started = time.monotonic()
+    time.sleep(hold)
+    record(run_id, game_id, started)
+    return "ran"
+
+
+@task()
+@task_lock(key="game_id", timeout=30, on_locked="raise")
+def raise_game(game_id: int) -> str:
+    return "ran"
+
+
+@task()
+@task_lock(key="game_id", timeout=30, countdown=0.1)
+def default_game(game_id: int) -> str:
+    """No ``on_locked``: a Django task run by a worker retries."""
+    return "ran"
+
+
+@task()
+@task_lock(key="game_id", timeout=30, on_locked="wait", wait=0.2, countdown=0.1)
+def wait_game(game_id: int) -> str:
+    return "ran"
+
+
+@task(backend="immediate")
+@task_lock(key="game_id", timeout=30)
+def immediate_game(game_id: int) -> str:
+    """On a backend that cannot defer: the default policy raises."""
+    return "ran"
+
+
+@task(takes_context=True)
+@task_lock(key="item", timeout=30)
+def report_holder(context, item: int) -> str | None:
+    """The stored holder metadata of this task's own lock (the context is not in its name)."""
+    from tasklock.backends import get_backend
+
+    backend = get_backend()
+    return backend.get(backend.key(f"{report_holder.module_path}:{item}"))
+
+
+@task(queue_name=KILL_QUEUE)
+@task_lock(key="held:{item}", timeout=3)
+def hold_briefly_leased(item: str) -> str:
+    """Holds its lock (a 3 s lease, renewed) until its worker is killed."""
+    redis.Redis.from_url(settings.CELERY_RESULT_BACKEND).rpush(f"holding:{item}", os.getpid())
+    time.sleep(600)
+    return "finished"
+
+
+@task(queue_name=KILL_QUEUE)
+@task_lock(key="held:{item}", timeout=60, on_locked="skip")
+def hold_long_leased(item: str, seconds: float = 600) -> str:
+    """Holds its lock (a 60 s lease, renewed) for ``seconds``."""
+    redis.Redis.from_url(settings.CELERY_RESULT_BACKEND).rpush(f"holding:{item}", os.getpid())
+    time.sleep(seconds)
+    return "ran"

@@ -8,6 +8,7 @@ import redis
 from django.conf import settings
 
 from tasklock import task_lock
+from tasklock.django_tasks import unique_task
 from tests.tasks import record
 
 try:
@@ -93,4 +94,38 @@ def hold_long_leased(item: str, seconds: float = 600) -> str:
     """Holds its lock (a 60 s lease, renewed) for ``seconds``."""
     redis.Redis.from_url(settings.CELERY_RESULT_BACKEND).rpush(f"holding:{item}", os.getpid())
     time.sleep(seconds)
+    return "ran"
+
+
+@unique_task()
+@task_lock(key="game_id", timeout=30, unique="until_executed")
+def rebuild(game_id: int, run_id: str, hold: float = 0.5) -> str:
+    started = time.monotonic()
+    redis.Redis.from_url(settings.CELERY_RESULT_BACKEND).rpush(f"holding:{run_id}", os.getpid())
+    time.sleep(hold)
+    record(run_id, game_id, started)
+    return "ran"
+
+
+@unique_task()
+@task_lock(key="game_id", timeout=30, unique="until_and_while_executing", on_duplicate="raise")
+def rebuild_or_raise(game_id: int, run_id: str, hold: float = 0.5) -> str:
+    started = time.monotonic()
+    redis.Redis.from_url(settings.CELERY_RESULT_BACKEND).rpush(f"holding:{run_id}", os.getpid())
+    time.sleep(hold)
+    record(run_id, game_id, started)
+    return "ran"
+
+
+@task()
+@task_lock(key="game_id", timeout=30, unique="until_executed")
+def unique_without_unique_task(game_id: int) -> str:
+    """Declared with Django's own @task(): nothing takes its queue lock (E004)."""
+    return "ran"
+
+
+@task(backend="immediate")
+@task_lock(key="game_id", timeout=30, on_locked="retry")
+def immediate_retry(game_id: int) -> str:
+    """retry on a backend that cannot defer (E005); it raises when the lock is held."""
     return "ran"

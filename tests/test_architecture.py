@@ -35,6 +35,7 @@ LAYERS: Layers = [
         [
             "tasklock.checks",
             "tasklock.celery",
+            "tasklock.django_tasks",
             "tasklock.admin",
             "tasklock.management",
             "tasklock.apps",

@@ -27,6 +27,7 @@ from ..exceptions import LockError, LockNotAcquired, shown
 from ..signals import lock_contended
 from .celery_bodies import MAX_UNWRAP, TaskBody, running_task
 from .django_tasks import DEFAULT_RETRY_DELAY, DjangoCall, django_call
+from .django_unique import await_enqueued
 from .naming import KeySpec, NameBuilder
 from .uniqueness import (
     MODES,
@@ -237,7 +238,9 @@ def task_lock(
                     "function (no Celery or Django task has it as its body); use @app.task or "
                     "@task() above @task_lock, or another policy"
                 )
-            if unique != WHILE_EXECUTING:
+            if unique != WHILE_EXECUTING and django is not None:
+                django.require_unique(unique)
+            elif unique != WHILE_EXECUTING:
                 require_unique_base(task, unique, fn.__qualname__)
             bound = task is not None and bool(args) and args[0] is task
             bound = bound or (django is not None and django.task.takes_context)  # no TaskContext
@@ -251,6 +254,8 @@ def task_lock(
             else:  # a plain function, or a task called as one: in whatever task runs now
                 who = running_task_var.get() or NOTHING
                 who = who if current is None else Running(current.name, current.request.id)
+            if django is not None and task_id and unique != WHILE_EXECUTING:
+                await_enqueued(queue_name(name, unique), cache)  # its enqueue names its queue lock
             told = running_task_var.set(who)  # the locks taken in the call name the task
             try:
                 return _call(fn, args, kwargs, name, task, running, task_id, django)

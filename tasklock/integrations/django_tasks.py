@@ -99,11 +99,23 @@ class DjangoCall:
             )
         return None
 
+    def require_unique(self, mode: str) -> None:
+        """``TypeError`` unless the task is tasklock's ``UniqueTask`` (only its ``enqueue``
+        takes queue locks: elsewhere ``unique=`` would silently do nothing)."""
+        if not getattr(self.task, "takes_queue_locks", False):
+            raise TypeError(
+                f'task_lock(unique="{mode}") on {self.module_path} needs a Django task made by '
+                "tasklock.django_tasks.unique_task (its enqueue takes the queue lock), but it is a "
+                f"{type(self.task).__qualname__} (system check tasklock.E004)"
+            )
+
     def retry(self, countdown: float) -> dict[str, str]:
-        """Enqueue the same task with the same arguments to run ``countdown`` s from now; what
-        this attempt returns: the new task result's id and when it runs."""
+        """Enqueue the same task with the same arguments to run ``countdown`` s from now (as a
+        retry: past any enqueue-time veto); what this attempt returns: the new task result's id
+        and when it runs."""
         run_after = timezone.now() + timedelta(seconds=countdown)
-        again = self.task.using(run_after=run_after).enqueue(*self.result.args, **self.result.kwargs)
+        task = self.task.using(run_after=run_after)
+        again = task.get_backend().enqueue(task, tuple(self.result.args), dict(self.result.kwargs))
         return {"tasklock": RETRIED, "result_id": str(again.id), "run_after": run_after.isoformat()}
 
 

@@ -182,6 +182,8 @@ CELERY_TASK_ROUTES = {"tests.unique_tasks.idle_*": {"queue": "tasklock-unique-id
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
+DATABASE_ROUTERS = ["tests.routers.TaskResultsOnPostgres"]
+
 #: issue 21: Django's tasks on the ORM (django-tasks-db, on the test database); "immediate"
 #: runs a task at enqueue and cannot defer one
 TASKS = {

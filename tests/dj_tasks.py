@@ -20,6 +20,14 @@ except ImportError:  # Django 5.2: the django-tasks backport
 KILL_QUEUE = "tasklock-kill"
 
 
+def _recorded(game_id: int, run_id: str, hold: float) -> str:
+    """A body's work: ``hold`` seconds, recorded as a span of ``run_id``."""
+    started = time.monotonic()
+    time.sleep(hold)
+    record(run_id, game_id, started)
+    return "ran"
+
+
 @task()
 def ping() -> str:
     return "pong"
@@ -28,19 +36,13 @@ def ping() -> str:
 @task()
 @task_lock(key="game_id", timeout=30, on_locked="skip")
 def skip_game(game_id: int, run_id: str, hold: float = 0.3) -> str:
-    started = time.monotonic()
-    time.sleep(hold)
-    record(run_id, game_id, started)
-    return "ran"
+    return _recorded(game_id, run_id, hold)
 
 
 @task()
 @task_lock(key="game_id", timeout=30, on_locked="retry", countdown=0.2)
 def retry_game(game_id: int, run_id: str, hold: float = 0.2) -> str:
-    started = time.monotonic()
-    time.sleep(hold)
-    record(run_id, game_id, started)
-    return "ran"
+    return _recorded(game_id, run_id, hold)
 
 
 @task()
@@ -100,21 +102,15 @@ def hold_long_leased(item: str, seconds: float = 600) -> str:
 @unique_task()
 @task_lock(key="game_id", timeout=30, unique="until_executed")
 def rebuild(game_id: int, run_id: str, hold: float = 0.5) -> str:
-    started = time.monotonic()
     redis.Redis.from_url(settings.CELERY_RESULT_BACKEND).rpush(f"holding:{run_id}", os.getpid())
-    time.sleep(hold)
-    record(run_id, game_id, started)
-    return "ran"
+    return _recorded(game_id, run_id, hold)
 
 
 @unique_task()
 @task_lock(key="game_id", timeout=30, unique="until_and_while_executing", on_duplicate="raise")
 def rebuild_or_raise(game_id: int, run_id: str, hold: float = 0.5) -> str:
-    started = time.monotonic()
     redis.Redis.from_url(settings.CELERY_RESULT_BACKEND).rpush(f"holding:{run_id}", os.getpid())
-    time.sleep(hold)
-    record(run_id, game_id, started)
-    return "ran"
+    return _recorded(game_id, run_id, hold)
 
 
 @task()

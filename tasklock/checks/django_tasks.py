@@ -14,17 +14,12 @@ from django.core.checks import CheckMessage, Error, Warning
 from django.utils.module_loading import module_has_submodule
 
 from ..integrations.decorator import LockSpec
-from ..integrations.django_tasks import MAX_UNWRAP, TASK_TYPES
+from ..integrations.django_tasks import TASK_TYPES, locked_function
 
 
 def _spec(task: Any) -> LockSpec | None:
     """The ``task_lock`` spec of a Django task's function, or None."""
-    func = task.func
-    for _ in range(MAX_UNWRAP):
-        if func is None or isinstance(getattr(func, "tasklock", None), LockSpec):
-            break
-        func = getattr(func, "__wrapped__", None)
-    spec = getattr(func, "tasklock", None)
+    spec = getattr(locked_function(task), "tasklock", None)
     return spec if isinstance(spec, LockSpec) else None
 
 

@@ -22,6 +22,8 @@ from typing import Any
 
 from django.utils import timezone
 
+from .celery_bodies import MAX_UNWRAP
+
 
 def _frameworks() -> list[ModuleType]:
     """The tasks frameworks installed: Django's own, the backport, or both."""
@@ -39,8 +41,6 @@ def _frameworks() -> list[ModuleType]:
 FRAMEWORKS = _frameworks()
 #: the ``Task`` classes of the installed frameworks (empty: none installed)
 TASK_TYPES: tuple[type, ...] = tuple(module.base.Task for module in FRAMEWORKS)
-#: how many ``__wrapped__`` links to follow from a task's function to a task_lock wrapper
-MAX_UNWRAP = 16
 #: a retry's countdown when ``task_lock`` has none: Celery's ``default_retry_delay``
 DEFAULT_RETRY_DELAY = 180.0
 #: what a retried attempt returns has this under "tasklock"
@@ -59,6 +59,16 @@ def _runs(func: Callable[..., Any], wrapper: Callable[..., Any]) -> bool:
         if func is None:
             return False
     return False
+
+
+def locked_function(task: Any) -> Callable[..., Any] | None:
+    """The ``task_lock`` wrapper that is Django task ``task``'s function (or is under it)."""
+    func = task.func
+    for _ in range(MAX_UNWRAP):
+        if func is None or hasattr(func, "tasklock_name"):
+            return func
+        func = getattr(func, "__wrapped__", None)
+    return None
 
 
 def task_of(wrapper: Callable[..., Any]) -> Any | None:

@@ -26,7 +26,7 @@ from ..backends import get_backend
 from ..conf import conf
 from ..exceptions import DuplicateTask, LockError, shown
 from ..values.holder import Holder
-from .django_tasks import FRAMEWORKS, MAX_UNWRAP
+from .django_tasks import FRAMEWORKS, locked_function
 from .uniqueness import WHILE_EXECUTING, QueueLock, queue_name
 
 logger = logging.getLogger("tasklock")
@@ -37,15 +37,6 @@ PENDING = "tasklock-enqueuing:"
 ENQUEUE_GRACE = 5.0
 #: the pause between two looks at a pending queue lock
 ENQUEUE_POLL = 0.005
-
-
-def _locked(func: Callable[..., Any]) -> Callable[..., Any] | None:
-    """The ``task_lock`` wrapper that is (or is under) ``func``, or None."""
-    for _ in range(MAX_UNWRAP):
-        if func is None or hasattr(func, "tasklock_name"):
-            return func
-        func = getattr(func, "__wrapped__", None)  # type: ignore[assignment]
-    return None
 
 
 def _pending(holder: Holder | None) -> bool:
@@ -93,7 +84,7 @@ def enqueue_unique(task: Any, args: tuple, kwargs: dict) -> Any:
     """Enqueue ``task`` unless a copy with the same lock name is queued or running: then its
     task result (``on_duplicate="existing"``) or ``DuplicateTask``."""
     backend = task.get_backend()
-    wrapper = _locked(task.func)
+    wrapper = locked_function(task)
     spec = getattr(wrapper, "tasklock", None)
     if wrapper is None or spec is None or spec.unique == WHILE_EXECUTING:
         return backend.enqueue(task, args, kwargs)

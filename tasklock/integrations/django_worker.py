@@ -31,15 +31,7 @@ _reaping = threading.Lock()
 
 def _lock_cache_of(task: Any) -> str | None:
     """The cache alias of ``task``'s ``task_lock``, if its function has one."""
-    func = task.func
-    for _ in range(django_tasks.MAX_UNWRAP):
-        spec = getattr(func, "tasklock", None)
-        if spec is not None:
-            return getattr(spec, "cache", None)
-        func = getattr(func, "__wrapped__", None)
-        if func is None:
-            return None
-    return None
+    return getattr(getattr(django_tasks.locked_function(task), "tasklock", None), "cache", None)
 
 
 def reap_at_first_start(task: Any) -> None:

@@ -125,3 +125,11 @@ def unique_without_unique_task(game_id: int) -> str:
 def immediate_retry(game_id: int) -> str:
     """retry on a backend that cannot defer (E005); it raises when the lock is held."""
     return "ran"
+
+
+@unique_task()
+@task_lock(key="game_id", timeout=30, unique="until_executing")
+def refresh_queued_once(game_id: int, run_id: str, hold: float = 0.5) -> str:
+    """Locked from enqueue until a worker starts it; its body runs unlocked."""
+    redis.Redis.from_url(settings.CELERY_RESULT_BACKEND).rpush(f"holding:{run_id}", os.getpid())
+    return _recorded(game_id, run_id, hold)

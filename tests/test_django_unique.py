@@ -59,6 +59,17 @@ def test_many_unique_enqueues_run_one_at_a_time_without_waiting_on_their_own_que
     assert overlapping_pairs(spans) == 0
 
 
+def test_until_executing_frees_the_queue_lock_as_the_body_starts():
+    run_id = uuid.uuid4().hex
+    first = dj_tasks.refresh_queued_once.enqueue(8, run_id, 1.0)
+    assert dj_tasks.refresh_queued_once.enqueue(8, run_id, 1.0).id == first.id  # queued: refused
+    wait_until(lambda: running(run_id), "the first copy runs")
+    second = dj_tasks.refresh_queued_once.enqueue(8, run_id, 0)  # its body runs: a new one queues
+    assert second.id != first.id
+    assert (final(first), final(second)) == ("ran", "ran")
+    assert enqueued(dj_tasks.refresh_queued_once, run_id) == 2
+
+
 def _gets() -> int:
     """How many GETs the harness's Redis has answered (the lock cache's)."""
     client = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])

@@ -20,9 +20,12 @@ except ImportError:  # Django 5.2: the django-tasks backport
 KILL_QUEUE = "tasklock-kill"
 
 
-def _recorded(game_id: int, run_id: str, hold: float) -> str:
-    """A body's work: ``hold`` seconds, recorded as a span of ``run_id``."""
+def _recorded(game_id: int, run_id: str, hold: float, running: bool = False) -> str:
+    """A body's work: ``hold`` seconds, recorded as a span of ``run_id`` (and, ``running``, that
+    it started, with its pid, under ``holding:<run_id>``)."""
     started = time.monotonic()
+    if running:
+        redis.Redis.from_url(settings.CELERY_RESULT_BACKEND).rpush(f"holding:{run_id}", os.getpid())
     time.sleep(hold)
     record(run_id, game_id, started)
     return "ran"
@@ -102,15 +105,13 @@ def hold_long_leased(item: str, seconds: float = 600) -> str:
 @unique_task()
 @task_lock(key="game_id", timeout=30, unique="until_executed")
 def rebuild(game_id: int, run_id: str, hold: float = 0.5) -> str:
-    redis.Redis.from_url(settings.CELERY_RESULT_BACKEND).rpush(f"holding:{run_id}", os.getpid())
-    return _recorded(game_id, run_id, hold)
+    return _recorded(game_id, run_id, hold, running=True)
 
 
 @unique_task()
 @task_lock(key="game_id", timeout=30, unique="until_and_while_executing", on_duplicate="raise")
 def rebuild_or_raise(game_id: int, run_id: str, hold: float = 0.5) -> str:
-    redis.Redis.from_url(settings.CELERY_RESULT_BACKEND).rpush(f"holding:{run_id}", os.getpid())
-    return _recorded(game_id, run_id, hold)
+    return _recorded(game_id, run_id, hold, running=True)
 
 
 @task()
@@ -131,5 +132,4 @@ def immediate_retry(game_id: int) -> str:
 @task_lock(key="game_id", timeout=30, unique="until_executing")
 def refresh_queued_once(game_id: int, run_id: str, hold: float = 0.5) -> str:
     """Locked from enqueue until a worker starts it; its body runs unlocked."""
-    redis.Redis.from_url(settings.CELERY_RESULT_BACKEND).rpush(f"holding:{run_id}", os.getpid())
-    return _recorded(game_id, run_id, hold)
+    return _recorded(game_id, run_id, hold, running=True)

@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "tasklock",
     "demo_project.games",
+    "django_tasks_db",  # `manage.py demo --django-tasks`: Django's tasks on db_worker
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -81,6 +82,9 @@ TASKLOCK = {
     "KEY_PREFIX": "tasklock",
     "TIMEOUT": 60,
 }
+
+#: Django's tasks (``manage.py demo --django-tasks``) on the demo's database
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["tasklock-demo"]}}
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = REDIS_URL

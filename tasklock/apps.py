@@ -9,15 +9,17 @@ class TaskLockConfig(AppConfig):
 
     def ready(self) -> None:
         from . import metrics
-        from .checks import caches, settings, tasks, topology
-        from .integrations import celery_worker
+        from .checks import caches, django_tasks, settings, tasks, topology
+        from .integrations import celery_worker, django_worker
 
         celery_worker.connect()
+        django_worker.connect()
         metrics.connect()
         register(settings.check_settings, "tasklock")
         register(caches.check_lock_cache, Tags.caches, "tasklock")
         register(tasks.check_time_limits, "tasklock")
         register(tasks.check_unique_tasks, "tasklock")
+        register(django_tasks.check_django_tasks, "tasklock")
         register(tasks.check_visibility_timeout, "tasklock", deploy=True)
         register(caches.check_eviction_policy, Tags.caches, "tasklock", deploy=True)
         register(caches.check_ignore_exceptions, Tags.caches, "tasklock", deploy=True)

@@ -150,3 +150,16 @@ def pytest_collection_modifyitems(items):
         on_database = callspec is not None and "database" in callspec.params.values()
         if on_database or "database_cache" in item.fixturenames:
             item.add_marker(pytest.mark.django_db(transaction=True))
+
+
+@pytest.fixture(scope="session")
+def db_workers(redis_server, django_db_setup):
+    """Two real ``django-tasks-db`` workers (issue 21) on PostgreSQL, the test database."""
+    from tests.db_workers import start_db_worker
+
+    if connection.vendor != "postgresql":
+        _unavailable("PostgreSQL does not answer on 127.0.0.1:5432 (db_worker runs on it)")
+    workers = [start_db_worker(), start_db_worker()]
+    yield workers
+    for worker in workers:
+        worker.stop()

@@ -3,6 +3,7 @@ harness (tests/conftest.py) fills in after starting its own servers, so that wor
 contender subprocesses see the same ones."""
 
 import hashlib
+import importlib.util
 import os
 
 from redis.sentinel import Sentinel
@@ -32,6 +33,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",  # the live server serves the admin's CSS to the browser test
     "tasklock",
     "tests",
+    "django_tasks_db",  # issue 21: db_worker runs the Django tasks of tests/django_tasks.py
 ]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -179,6 +181,21 @@ CELERY_TASK_DEFAULT_QUEUE = "tasklock-tests"
 CELERY_TASK_ROUTES = {"tests.unique_tasks.idle_*": {"queue": "tasklock-unique-idle"}}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+DATABASE_ROUTERS = ["tests.routers.TaskResultsOnPostgres"]
+
+#: issue 21: Django's tasks on the ORM (django-tasks-db, on the test database); "immediate"
+#: runs a task at enqueue and cannot defer one
+TASKS = {
+    "default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "tasklock-kill"]},
+    "immediate": {
+        "BACKEND": (
+            "django.tasks.backends.immediate.ImmediateBackend"
+            if importlib.util.find_spec("django.tasks")
+            else "django_tasks.backends.immediate.ImmediateBackend"
+        )
+    },
+}
 
 LOGGING = {
     "version": 1,

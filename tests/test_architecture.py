@@ -36,6 +36,7 @@ LAYERS: Layers = [
         [
             "tasklock.checks",
             "tasklock.celery",
+            "tasklock.django_tasks",
             "tasklock.admin",
             "tasklock.management",
             "tasklock.apps",

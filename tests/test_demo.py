@@ -16,7 +16,7 @@ ROW = re.compile(r"^\s+(game:\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\S.
 pytestmark = pytest.mark.usefixtures("redis_server")
 
 
-def run_demo(redis_url: str, tmp_path: Path) -> subprocess.CompletedProcess:
+def run_demo(redis_url: str, tmp_path: Path, *options: str) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "REDIS_URL": redis_url,
@@ -24,7 +24,12 @@ def run_demo(redis_url: str, tmp_path: Path) -> subprocess.CompletedProcess:
         "DEMO_DATABASE": str(tmp_path / "demo.sqlite3"),
     }
     return subprocess.run(
-        [sys.executable, "manage.py", "demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "manage.py", "demo", *options],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -68,3 +73,17 @@ def test_demo_starts_a_private_redis_when_none_answers(tmp_path):
 
     assert "starting a private redis-server" in done.stdout
     assert_every_game_had_one_holder_at_a_time(done)
+
+
+def test_demo_runs_the_same_locked_jobs_as_django_tasks_on_db_worker(tmp_path):
+    """Issue 21: ``--django-tasks`` sends the burst as Django tasks to two db_workers, on a
+    fresh database (the command migrates django-tasks-db's table itself)."""
+    url = f"redis://{os.environ['TASKLOCK_TEST_REDIS']}/0"
+    done = run_demo(url, tmp_path, "--django-tasks")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Starting 2 db_worker processes" in done.stdout
+    rows = {match[0]: match[1:] for match in ROW.findall(done.stdout)}
+    assert sorted(rows) == ["game:1", "game:2", "game:3"], done.stdout
+    for lock_name, (sent, ran, skipped, _retried, at_once, result) in rows.items():
+        assert (at_once, result) == ("1", "OK"), (lock_name, done.stdout)
+        assert int(ran) + int(skipped) == int(sent) == 7

@@ -26,6 +26,8 @@ from ..core.running import task as running_task_var
 from ..exceptions import LockError, LockNotAcquired, shown
 from ..signals import lock_contended
 from .celery_bodies import MAX_UNWRAP, TaskBody, running_task
+from .django_tasks import DEFAULT_RETRY_DELAY, DjangoCall, django_call
+from .django_unique import await_enqueued
 from .naming import KeySpec, NameBuilder
 from .uniqueness import (
     MODES,
@@ -229,24 +231,34 @@ def task_lock(
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             current = running_task()
             task, running = body.find(args, current)
-            if task is None and on_locked == "retry":
+            django = django_call(wrapper) if task is None else None  # a Django task's function?
+            if task is None and django is None and on_locked == "retry":
                 raise TypeError(
-                    f'task_lock(on_locked="retry") needs a Celery task, and {fn.__qualname__} is a '
-                    "plain function (no Celery task has it as its body); use @app.task above "
-                    "@task_lock, or another policy"
+                    f'task_lock(on_locked="retry") needs a task, and {fn.__qualname__} is a plain '
+                    "function (no Celery or Django task has it as its body); use @app.task or "
+                    "@task() above @task_lock, or another policy"
                 )
-            if unique != WHILE_EXECUTING:
+            if unique != WHILE_EXECUTING and django is not None:
+                django.require_unique(unique)
+            elif unique != WHILE_EXECUTING:
                 require_unique_base(task, unique, fn.__qualname__)
             bound = task is not None and bool(args) and args[0] is task
+            bound = bound or (django is not None and django.task.takes_context)  # no TaskContext
             name = lock_name(task, args, kwargs, bound)
             task_id = task.request.id if running and task is not None else None
             if running:
                 who = Running(task.name, task_id)  # type: ignore[union-attr]
+            elif django is not None and django.result is not None:
+                task_id = django.result_id
+                who = Running(django.module_path, task_id)
             else:  # a plain function, or a task called as one: in whatever task runs now
-                who = NOTHING if current is None else Running(current.name, current.request.id)
+                who = running_task_var.get() or NOTHING
+                who = who if current is None else Running(current.name, current.request.id)
+            if django is not None and task_id and unique != WHILE_EXECUTING:
+                await_enqueued(queue_name(name, unique), cache)  # its enqueue names its queue lock
             told = running_task_var.set(who)  # the locks taken in the call name the task
             try:
-                return _call(fn, args, kwargs, name, task, running, task_id)
+                return _call(fn, args, kwargs, name, task, running, task_id, django)
             finally:
                 running_task_var.reset(told)
 
@@ -264,6 +276,7 @@ def task_lock(
         task: Task | None,
         running: bool,
         task_id: str | None,
+        django: DjangoCall | None,
     ) -> R:
         """Run ``fn`` holding its lock; or what the policy says when the lock is held."""
         if unique == UNTIL_EXECUTING:
@@ -272,7 +285,7 @@ def task_lock(
             return fn(*args, **kwargs)
         held = Lock(name, spec.timeout, cache, renew=spec.renew, fair=fair)
         if not _take(held, task_id):
-            return _contended(held.name, task, running, task_id)
+            return _contended(held.name, task, running, task_id, django)
         holding = _holding.set(held)
         retried = False
         try:
@@ -306,8 +319,12 @@ def task_lock(
             return acquired
         return not tried and held.acquire()
 
-    def _contended(name: str, task: Task | None, running: bool, task_id: str | None) -> Any:
+    def _contended(
+        name: str, task: Task | None, running: bool, task_id: str | None, django: DjangoCall | None
+    ) -> Any:
         worker = running and task is not None and _run_by_worker(task)
+        unretried = None if django is None else django.cannot_retry()
+        worker = worker or (django is not None and unretried is None)
         policy = on_locked
         if policy in (None, "wait", "retry"):
             policy = "retry" if worker else "raise"
@@ -317,9 +334,13 @@ def task_lock(
             _drop_queue_lock(name, task_id)
         if policy == "skip":
             return SKIPPED
-        if policy == "raise" or task is None:
+        if policy == "raise" or (task is None and django is None):
             why = "" if task is None or on_locked == "raise" else f"; {_not_retried(task, running)}"
+            why = f"; {unretried}" if unretried and on_locked != "raise" else why
             raise LockNotAcquired(f"lock {shown(name)} is held by someone else{why}")
+        if django is not None:  # re-enqueued with run_after; this attempt ends with what it says
+            delay = DEFAULT_RETRY_DELAY if countdown is None else countdown
+            return django.retry(delay * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER))
         delay = task.default_retry_delay if countdown is None else countdown
         try:
             raise task.retry(countdown=delay * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER))

@@ -22,7 +22,7 @@ from django.test import override_settings
 from kombu.utils.url import maybe_sanitize_url
 
 from demo_project.celery import app
-from demo_project.games import acts, private_redis, tasks
+from demo_project.games import acts, django_act, private_redis, tasks
 from demo_project.games.report import GameReport, build_reports, table
 from demo_project.games.scores import ScoreStore
 from demo_project.games.timeline import Timeline, most_at_once
@@ -64,6 +64,17 @@ ran at once for each game. tasklock's promise: never more than 1.
 
 """
 
+DJANGO_STORY = """\
+tasklock demo, Django's tasks: the same locked jobs under db_worker
+===================================================================
+The same three jobs as in `manage.py demo` (update_game retries, refresh_scoreboard
+skips, publish_result waits), written as Django tasks (@task() over the same
+@task_lock(key="game:{{game_id}}", ...)), run by two django-tasks-db db_worker
+processes on the demo's database. A retry is the same task enqueued again with
+run_after = now + countdown. Each body records when it ran: never two at once per game.
+
+"""
+
 LIFETIME = """\
 A lock lives as long as its holder: task_lock renews its lease (a third of the lease at a
 time) while the body works, the worker's main process frees the lock of a child that died,
@@ -74,7 +85,7 @@ EXPLAIN = """\
   sent          tasks sent for that game
   ran           task bodies that ran (each one while holding the game's lock)
   skipped       refresh_scoreboard calls that found the game busy: they returned SKIPPED
-  retried       times a task found the game busy and Celery re-queued it for later
+  retried       times a task found the game busy and was queued again to run later
                 (update_game; publish_result only if its 10 s wait ran out)
   most at once  the most bodies running at the same instant for that game, measured from
                 the tasks' own start/end times (one system-wide clock); must be 1
@@ -120,12 +131,20 @@ def _clean_up(timeline: Timeline, store: ScoreStore, results: list[AsyncResult],
 class Command(BaseCommand):
     help = "Run the tasklock demo: two real Celery workers contend for per-game locks."
 
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument(
+            "--django-tasks",
+            action="store_true",
+            help="Run the same locked jobs as Django tasks on two django-tasks-db db_worker processes.",
+        )
+
     def handle(self, **options: Any) -> None:
-        self.say(STORY.format(processes=PROCESSES_PER_WORKER))
+        django_tasks = options.get("django_tasks", False)
+        self.say((DJANGO_STORY if django_tasks else STORY).format(processes=PROCESSES_PER_WORKER))
         try:
             with _sigterm_as_interrupt(), ExitStack() as redis_stack:
                 url = self.find_redis(redis_stack)
-                reports = self.run_demo(url)
+                reports = self.run_django_tasks(url) if django_tasks else self.run_demo(url)
         except KeyboardInterrupt:
             raise CommandError("interrupted: workers stopped, nothing left running", returncode=130) from None
         self.next_steps(private=url != settings.REDIS_URL)
@@ -203,6 +222,12 @@ class Command(BaseCommand):
             self.lifetime_acts(store, acted)
         return reports
 
+    def run_django_tasks(self, url: str) -> list[GameReport]:
+        call_command("migrate", verbosity=0, interactive=False)  # django-tasks-db's table too
+        reports = django_act.run(self.say, url, GAMES)
+        self.summarise(reports, None)
+        return reports
+
     def lifetime_acts(self, store: ScoreStore, acted: list[AsyncResult]) -> None:
         self.say(f"\n{LIFETIME}")
         self.say("Act 2: a worker process dies while it holds a lock")
@@ -259,11 +284,10 @@ class Command(BaseCommand):
             worker.wait_or_kill()
         self.say("Workers stopped.")
 
-    def summarise(self, reports: list[GameReport], elapsed: float) -> None:
+    def summarise(self, reports: list[GameReport], elapsed: float | None) -> None:
         finished = sum(report.sent - report.unfinished for report in reports)
-        self.say(
-            f"\nSummary: {finished} of {sum(r.sent for r in reports)} tasks finished in {elapsed:.1f} s.\n"
-        )
+        took = "" if elapsed is None else f" in {elapsed:.1f} s"
+        self.say(f"\nSummary: {finished} of {sum(r.sent for r in reports)} tasks finished{took}.\n")
         for line in table(reports):
             self.say("  " + line)
         self.say("\n" + EXPLAIN)

@@ -1,0 +1,15 @@
+"""Database routers of the test settings."""
+
+from django.db import connections
+
+
+class TaskResultsOnPostgres:
+    """django-tasks-db's table (issue 21) lives only in the default database, and only when that
+    is PostgreSQL (where the db_worker tests run): its JSONField's system check would otherwise
+    open a connection to each SQLite database while the suite runs ``check``, which pytest-django
+    forbids outside database tests."""
+
+    def allow_migrate(self, db: str, app_label: str, **hints: object) -> bool | None:
+        if app_label != "django_tasks_db":
+            return None
+        return db == "default" and connections[db].vendor == "postgresql"

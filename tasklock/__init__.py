@@ -1,5 +1,6 @@
 """tasklock: only one Celery worker runs this at a time, on the Django cache framework."""
 
+from .core.alock import alock
 from .core.lock import Lock, lock
 from .exceptions import DuplicateTask, LockError, LockNotAcquired
 from .integrations.decorator import SKIPPED, held_lock, task_lock
@@ -12,6 +13,7 @@ __all__ = [
     "Lock",
     "LockError",
     "LockNotAcquired",
+    "alock",
     "clear",
     "held_lock",
     "held_locks",

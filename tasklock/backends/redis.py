@@ -156,6 +156,14 @@ return found
 _READ = LuaScript(READ_BODY % b"KEYS")
 
 
+def queue_args(value: str, timeout: float, token: str, stay: float, fair: bool) -> tuple[Any, ...]:
+    """The ``TAKE_OR_QUEUE`` arguments of a look at the line (see ``take_or_queue``)."""
+    ttl = milliseconds(timeout)
+    entry = ticket(ttl, around_times(value)) if stay > 0 else ""
+    alive = milliseconds(stay) + TICKET_SLACK_MS if stay > 0 else 0
+    return value, ttl, token, entry, alive, "fair" if fair else "", LINE_TTL_MS
+
+
 def glob_escape(text: str) -> str:
     """``text`` as a literal inside a ``SCAN MATCH`` pattern."""
     return re.sub(r"([\\*?\[\]])", r"\\\1", text)
@@ -303,16 +311,17 @@ class RedisBackend(LockBackend):
         """Take the lock if it is free (with ``fair``, only when no live waiter is ahead), or
         collect a grant already made to ``token``; else, when ``stay`` > 0, join (or stay in)
         the line, alive for ``stay`` seconds more."""
-        ttl = milliseconds(timeout)
-        entry = ticket(ttl, around_times(value)) if stay > 0 else ""
-        alive = milliseconds(stay) + TICKET_SLACK_MS if stay > 0 else 0
-        args = (value, ttl, token, entry, alive, "fair" if fair else "", LINE_TTL_MS)
+        args = queue_args(value, timeout, token, stay, fair)
         turn = Turn.of(TAKE_OR_QUEUE(self.line_keys(key), args, client=self.client))
         return self.confirmed(key, turn, value, timeout)
 
+    def grant_list(self, key: str, token: str) -> str:
+        """The list where the line pushes the grant of waiter ``token``."""
+        return self.companions(key)[2] + " " + token
+
     def await_grant(self, key: str, token: str, seconds: float, timeout: float) -> Turn | None:
         """Block up to ``seconds`` for the grant of ``token``, which is in line."""
-        grant = self.client.blpop([self.companions(key)[2] + " " + token], timeout=seconds)
+        grant = self.client.blpop([self.grant_list(key, token)], timeout=seconds)
         return None if grant is None else self.confirmed(key, Turn.granted(grant[1]), "", timeout)
 
     def leave(self, key: str, token: str, timeout: float) -> Turn | None:

@@ -150,3 +150,13 @@ def pytest_collection_modifyitems(items):
         on_database = callspec is not None and "database" in callspec.params.values()
         if on_database or "database_cache" in item.fixturenames:
             item.add_marker(pytest.mark.django_db(transaction=True))
+
+
+@pytest.fixture(params=["sync", "async"])
+def face(request):
+    """Each face of a Lock in turn: the sync methods, the async ones (issue 20)."""
+    from tests.faces import FACES
+
+    made = FACES[request.param]()
+    yield made
+    made.close()

@@ -3,9 +3,11 @@ client: ``redis.asyncio`` for redis-py, ``valkey.asyncio`` for valkey-py, plain 
 
 The options are read from the synchronous client (its connection pool's, or its cluster's,
 connection kwargs) and carried over where the asyncio client takes them: address, database,
-credentials, timeouts, keepalive, TLS, protocol, the pool's size. Objects built for the
-synchronous client (its parser class, retry policy, maintenance-notification handlers) are
-left to the asyncio client's own defaults. A client it cannot mirror (a Sentinel-managed
+credentials, timeouts, keepalive, TLS, protocol. Objects built for the synchronous client
+(its parser class, retry policy, maintenance-notification handlers) are left to the asyncio
+client's own defaults. The pool has no size limit (``UNBOUNDED``): every waiter blocked in
+line holds a connection for its ``BLPOP``, and a limit made for threads would fail the
+coroutine that comes one past it. A client it cannot mirror (a Sentinel-managed
 primary) is None: the caller then runs the synchronous adapter in worker threads.
 """
 
@@ -32,8 +34,12 @@ SYNC_OBJECTS = frozenset(
         "cache",
         "cache_config",
         "connection_pool",
+        "max_connections",
     }
 )
+
+#: the connections an asyncio pool (a cluster client's: per node) may open
+UNBOUNDED = 2**31
 
 #: the asyncio client classes of each client library
 CLIENT_CLASSES = {"redis": ("Redis", "RedisCluster"), "valkey": ("Valkey", "ValkeyCluster")}
@@ -77,7 +83,7 @@ def async_client(client: Any) -> Any | None:
     )
     options = accepted(pool.connection_kwargs, connection_class)
     async_pool = asyncio_module.ConnectionPool(
-        connection_class=connection_class, max_connections=pool.max_connections, **options
+        connection_class=connection_class, max_connections=UNBOUNDED, **options
     )
     return getattr(asyncio_module, plain)(connection_pool=async_pool)
 
@@ -86,4 +92,5 @@ def _cluster_client(client: Any, cluster_class: type, library: str) -> Any:
     """An asyncio cluster client that starts from the synchronous client's known nodes."""
     node_class = importlib.import_module(f"{library}.asyncio.cluster").ClusterNode
     nodes = [node_class(node.host, node.port) for node in client.get_nodes()]
-    return cluster_class(startup_nodes=nodes, **accepted(client.get_connection_kwargs(), cluster_class))
+    options = accepted(client.get_connection_kwargs(), cluster_class) | {"max_connections": UNBOUNDED}
+    return cluster_class(startup_nodes=nodes, **options)

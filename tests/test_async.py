@@ -2,6 +2,7 @@
 waiters and releases, many coroutines on one loop, one client per event loop."""
 
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -268,7 +269,7 @@ def test_two_hundred_coroutines_and_two_processes_share_one_name_without_a_threa
         intervals.extend(tuple(interval) for interval in json.loads(out))
     assert len(intervals) == 202 * times
     intervals.sort()
-    overlaps = [(a, b) for a, b in zip(intervals, intervals[1:], strict=False) if b[0] < a[1]]
+    overlaps = [(a, b) for a, b in itertools.pairwise(intervals) if b[0] < a[1]]
     assert overlaps == []
     assert threads - baseline_threads <= 2, f"{threads} threads while {baseline_threads} before"
     p99 = statistics.quantiles(lags, n=100)[98]

@@ -3,7 +3,8 @@
 from .core.alock import alock
 from .core.lock import Lock, lock
 from .exceptions import DuplicateTask, LockError, LockNotAcquired
-from .integrations.decorator import SKIPPED, held_lock, task_lock
+from .integrations.decorator import task_lock
+from .integrations.holding import SKIPPED, held_lock
 from .operations.clearing import clear
 from .operations.inventory import held_locks
 

@@ -25,7 +25,8 @@ from ..conf import conf
 from ..core.lock import Lock
 from ..exceptions import DuplicateTask, LockError, shown
 from ..values.holder import Holder
-from .decorator import held_lock, lock_name_of_call, spec_of
+from .decorator import lock_name_of_call, spec_of
+from .holding import held_lock
 from .uniqueness import (
     QUEUE_SUFFIX,
     UNTIL_EXECUTED,

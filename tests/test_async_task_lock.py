@@ -50,7 +50,8 @@ def test_concurrent_bodies_each_see_their_own_lock(redis_server):
     async def main():
         go, started = asyncio.Event(), [asyncio.Event(), asyncio.Event()]
         parts = [unique(), unique()]
-        calls = [asyncio.ensure_future(work(part, event, go)) for part, event in zip(parts, started, strict=True)]
+        pairs = zip(parts, started, strict=True)
+        calls = [asyncio.ensure_future(work(part, event, go)) for part, event in pairs]
         for event in started:
             await event.wait()
         go.set()

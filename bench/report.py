@@ -6,7 +6,7 @@ import datetime
 import os
 from collections.abc import Iterable
 
-from . import contention, handoff, locks, task_overhead
+from . import async_locks, contention, handoff, locks, task_overhead
 
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
 MARKDOWN = os.path.join(DOCS, "benchmarks.md")
@@ -48,6 +48,36 @@ def lock_table(rows: list[locks.Row]) -> str:
                 _lock_target(r),
             )
             for r in rows
+        ],
+    )  # fmt: skip
+
+
+def async_table(rows: list[async_locks.Row]) -> str:
+    return _table(
+        ["approach", "cycles/s", "p50 µs", "p99 µs", "x async floor", "target"],
+        [
+            (
+                r.approach.label, f"{r.per_second:,.0f}", f"{r.p50_us:.0f}", f"{r.p99_us:.0f}",
+                f"{r.ratio:.2f}x", _verdict(r.target_met, f"{r.approach.target or 0:.2f}x async floor"),
+            )
+            for r in rows
+        ],
+    )  # fmt: skip
+
+
+def scale_table(scale: async_locks.Scale) -> str:
+    return _table(
+        ["figure", "value"],
+        [
+            ("waiters / names", f"{scale.waiters} / {scale.names}"),
+            ("all in line after (s)", f"{scale.join_seconds:.2f}"),
+            ("loop lag while they joined, max (ms)", f"{scale.join_lag_max_ms:.0f}"),
+            ("lines served in (s)", f"{scale.serve_seconds:.2f}"),
+            ("loop lag while served, p50 / p99 / max (ms)",
+             f"{scale.lag_p50_ms:.1f} / {scale.lag_p99_ms:.1f} / {scale.lag_max_ms:.1f}"),
+            ("connections to Redis", f"{scale.connections}"),
+            ("memory for the waiters in line (MiB)", f"{scale.memory_mib:.1f}"),
+            ("threads in the process, at most", f"{scale.threads}"),
         ],
     )  # fmt: skip
 
@@ -154,6 +184,8 @@ def markdown(
     contention_rows: list[contention.Row],
     minutes: float,
     listing: str | None,
+    async_rows: list[async_locks.Row],
+    scale: async_locks.Scale,
 ) -> str:
     today = datetime.date.today().isoformat()
     parts = [
@@ -205,6 +237,21 @@ def markdown(
         "tasklock's default mode targets utilisation and python-redis-lock's p99; its fair mode "
         f"a max wait within {contention.FAIR_MAX_WAIT_HOLDS:g} x N x hold.",
         contention_table(contention_rows),
+        "## The async face",
+        "One event loop, one lock name, no contention: each cycle awaited in turn. The async floor "
+        "is the Redis floor on `redis.asyncio`: a random token, `SET NX PX` and a pre-registered "
+        "Lua compare-and-delete. tasklock's rows drive the same plans as the sync face, awaiting "
+        "each call on an asyncio client of the cache's servers. The handoff of an async waiter "
+        "(`alock(blocking=True)`, waiting in line on an async `BLPOP`) is a row of the handoff "
+        "table above, beside redis.asyncio's `Lock`.",
+        async_table(async_rows),
+        f"{scale.waiters:,} coroutines in one process each take one of {scale.names} names once "
+        f"(`alock(blocking=True)`, holding {async_locks.SCALE_HOLD * 1000:.0f} ms), all started in one "
+        "tick behind a gate holder per name; once all are in line the gates are released. Loop lag "
+        f"is how late a {async_locks.TICK * 1000:.0f} ms `asyncio.sleep` wakes. Each waiter in line "
+        "holds one connection for its `BLPOP` (the async client's pool has no limit) and renews its "
+        "ticket every 0.5 s.",
+        scale_table(scale),
     ]
     if listing is not None:
         parts += ["## Listing held locks (bench/listing.py)", f"```\n{listing.strip()}\n```"]

@@ -30,7 +30,10 @@ def async_backend(alias: str) -> AsyncBackend:
     """The async adapter of cache ``alias`` in the running event loop, made at its first use
     there (and again after a changed CACHES or TASKLOCK gave the thread a new adapter)."""
     sync = get_backend(alias)
-    made = _by_loop.setdefault(asyncio.get_running_loop(), {})
+    loop = asyncio.get_running_loop()
+    made = _by_loop.get(loop)
+    if made is None:
+        made = _by_loop[loop] = {}
     known = made.get(alias)
     if known is not None and known[0] is sync:
         return known[1]

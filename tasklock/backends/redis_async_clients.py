@@ -45,15 +45,26 @@ UNBOUNDED = 2**31
 CLIENT_CLASSES = {"redis": ("Redis", "RedisCluster"), "valkey": ("Valkey", "ValkeyCluster")}
 
 
-def accepted(options: dict[str, Any], cls: type) -> dict[str, Any]:
-    """The ``options`` that ``cls`` (its ``__init__`` along the MRO) takes by name, less the
-    synchronous client's own objects."""
+def parameters(cls: type) -> set[str]:
+    """The names ``cls`` takes (its ``__init__`` along the MRO)."""
     names: set[str] = set()
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
         if init is not None:
             names.update(inspect.signature(init).parameters)
-    return {name: value for name, value in options.items() if name in names and name not in SYNC_OBJECTS}
+    return names
+
+
+def accepted(options: dict[str, Any], cls: type, library: str) -> dict[str, Any]:
+    """The ``options`` that ``cls`` takes, less the synchronous client's own objects; with the
+    client's identity (``CLIENT SETINFO``) worked out once, where redis-py would read its
+    package's metadata again at each new connection: a millisecond of the event loop's time
+    each, a second for a thousand waiters."""
+    names = parameters(cls)
+    kept = {name: value for name, value in options.items() if name in names and name not in SYNC_OBJECTS}
+    if "driver_info" in names and "driver_info" not in kept:
+        kept["driver_info"] = importlib.import_module(f"{library}.driver_info").resolve_driver_info()
+    return kept
 
 
 def library_of(client: Any) -> str:
@@ -81,7 +92,7 @@ def async_client(client: Any) -> Any | None:
         for cls in inspect.getmro(pool.connection_class)
         if hasattr(connections, cls.__name__)
     )
-    options = accepted(pool.connection_kwargs, connection_class)
+    options = accepted(pool.connection_kwargs, connection_class, library)
     async_pool = asyncio_module.ConnectionPool(
         connection_class=connection_class, max_connections=UNBOUNDED, **options
     )
@@ -92,5 +103,5 @@ def _cluster_client(client: Any, cluster_class: type, library: str) -> Any:
     """An asyncio cluster client that starts from the synchronous client's known nodes."""
     node_class = importlib.import_module(f"{library}.asyncio.cluster").ClusterNode
     nodes = [node_class(node.host, node.port) for node in client.get_nodes()]
-    options = accepted(client.get_connection_kwargs(), cluster_class) | {"max_connections": UNBOUNDED}
-    return cluster_class(startup_nodes=nodes, **options)
+    options = accepted(client.get_connection_kwargs(), cluster_class, library)
+    return cluster_class(startup_nodes=nodes, **options | {"max_connections": UNBOUNDED})

@@ -10,6 +10,7 @@ line and costs no more than a bare compare-and-delete.
 from __future__ import annotations
 
 import math
+import random
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -36,6 +37,10 @@ from .redis_line import (
 
 #: the longest single wait (BLPOP) of a waiter in line; it then renews its ticket (s)
 MAX_BLOCK = 0.5
+#: each waiter blocks at most a share of ``max_block`` of its own, down to 1 - this: waiters
+#: that joined together do not all renew their tickets at the same moments (a burst on Redis,
+#: and on an event loop that holds hundreds of them)
+BLOCK_JITTER = 0.25
 #: keys asked of each SCAN step when listing locks
 SCAN_COUNT = 1000
 
@@ -302,7 +307,7 @@ class RedisBackend(LockBackend):
     def acquiring(self, attempt: Attempt) -> Plan[Grant | None]:
         """A blocking or fair acquire waits in line (``redis_line``); a plain try is an ``add``."""
         if attempt.blocking or attempt.fair:
-            return waiting_in_line(attempt, self.max_block)
+            return waiting_in_line(attempt, self.max_block * random.uniform(1 - BLOCK_JITTER, 1))
         return super().acquiring(attempt)
 
     def take_or_queue(

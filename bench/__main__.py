@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         workloads = task_overhead.run(quick_tasks) if options.quick else task_overhead.run()
         _print_section("Celery task overhead", report.task_table(workloads))
         async_rows = async_locks.run(repeats=4) if options.quick else async_locks.run()
-        _print_section("async uncontended lock cycles", report.async_table(async_rows))
+        _print_section("async uncontended lock cycles", report.lock_table(async_rows))
         scale = async_locks.scale()
         _print_section("1,000 async waiters on 10 names", report.scale_table(scale))
     listing, status = _listing()

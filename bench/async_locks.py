@@ -17,8 +17,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from .locks import COMPARE_AND_DELETE, NAME, TIMEOUT, _checked
-from .measure import Cycle, Timer, interleaved, percentile
+from . import locks
+from .locks import COMPARE_AND_DELETE, NAME, TIMEOUT, Approach, Row, _checked
+from .measure import Cycle, Timer, percentile
 
 #: tasklock's async cycle on Redis: at most this many times the async floor's (issue 20)
 ASYNC_TARGET = 1.10
@@ -108,35 +109,17 @@ def tasklock_alock(alias: str) -> Callable[[], AsyncCycle]:
     return make
 
 
-@dataclass(frozen=True)
-class Approach:
-    label: str
-    floor: bool
-    make: Callable[[], AsyncCycle]
-    target: float | None = None
+def _tasklock(label: str, make: Callable[[], AsyncCycle]) -> Approach:
+    return Approach(label, "redis", False, True, make, ASYNC_TARGET)
 
 
 APPROACHES = (
-    Approach("raw async SET NX PX + Lua delete (floor)", True, async_floor),
-    Approach("redis.asyncio Lock (redis-py)", False, redis_py_async_lock),
-    Approach("tasklock aacquire/arelease · django-redis", False, tasklock_async("default"), ASYNC_TARGET),
-    Approach("tasklock aacquire/arelease · Django RedisCache", False, tasklock_async("redis"), ASYNC_TARGET),
-    Approach("tasklock async with alock() · django-redis", False, tasklock_alock("default"), ASYNC_TARGET),
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Row:
-    approach: Approach
-    per_second: float
-    p50_us: float
-    p99_us: float
-    ratio: float
-
-    @property
-    def target_met(self) -> bool | None:
-        target = self.approach.target
-        return None if target is None else self.ratio <= target
+    Approach("raw async SET NX PX + Lua delete (floor)", "redis", True, True, async_floor),
+    Approach("redis.asyncio Lock (redis-py)", "redis", False, True, redis_py_async_lock),
+    _tasklock("tasklock aacquire/arelease · django-redis", tasklock_async("default")),
+    _tasklock("tasklock aacquire/arelease · Django RedisCache", tasklock_async("redis")),
+    _tasklock("tasklock async with alock() · django-redis", tasklock_alock("default")),
+)
 
 
 def run(repeats: int = REPEATS, seconds: float = BATCH_SECONDS) -> list[Row]:
@@ -146,16 +129,9 @@ def run(repeats: int = REPEATS, seconds: float = BATCH_SECONDS) -> list[Row]:
     setup_django()
     loop = asyncio.new_event_loop()
     try:
-        cycles = {approach.label: approach.make() for approach in APPROACHES}
-        samples = interleaved(cycles, repeats, seconds, async_timer(loop))  # type: ignore[arg-type]
+        return locks.run(repeats, seconds, APPROACHES, async_timer(loop))
     finally:
         loop.close()
-    (floor,) = [samples[a.label] for a in APPROACHES if a.floor]
-    return [
-        Row(a, samples[a.label].per_second, samples[a.label].p50_us, samples[a.label].p99_us,
-            samples[a.label].ratio_to(floor))
-        for a in APPROACHES
-    ]  # fmt: skip
 
 
 @dataclass(frozen=True)

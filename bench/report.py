@@ -52,19 +52,6 @@ def lock_table(rows: list[locks.Row]) -> str:
     )  # fmt: skip
 
 
-def async_table(rows: list[async_locks.Row]) -> str:
-    return _table(
-        ["approach", "cycles/s", "p50 µs", "p99 µs", "x async floor", "target"],
-        [
-            (
-                r.approach.label, f"{r.per_second:,.0f}", f"{r.p50_us:.0f}", f"{r.p99_us:.0f}",
-                f"{r.ratio:.2f}x", _verdict(r.target_met, f"{r.approach.target or 0:.2f}x async floor"),
-            )
-            for r in rows
-        ],
-    )  # fmt: skip
-
-
 def scale_table(scale: async_locks.Scale) -> str:
     return _table(
         ["figure", "value"],
@@ -244,7 +231,7 @@ def markdown(
         "each call on an asyncio client of the cache's servers. The handoff of an async waiter "
         "(`alock(blocking=True)`, waiting in line on an async `BLPOP`) is a row of the handoff "
         "table above, beside redis.asyncio's `Lock`.",
-        async_table(async_rows),
+        lock_table(async_rows),
         f"{scale.waiters:,} coroutines in one process each take one of {scale.names} names once "
         f"(`alock(blocking=True)`, holding {async_locks.SCALE_HOLD * 1000:.0f} ms), all started in one "
         "tick behind a gate holder per name; once all are in line the gates are released. Loop lag "

@@ -22,20 +22,17 @@ from tasklock.backends.redis_async import AsyncRedisBackend, AsyncRedisClusterBa
 from tasklock.backends.threaded import ThreadedBackend
 from tests.test_line import waiter_process
 
-REDIS_CACHES = ["default", "redis", "valkey"]
+#: every Redis-family cache, for the tests that wait in its line (the harness's own server)
+ON_EACH_REDIS = pytest.mark.parametrize("alias", ["default", "redis", "valkey"])
 
 
 def unique(prefix: str = "async") -> str:
     return f"{prefix}:{uuid.uuid4().hex}"
 
 
-@pytest.fixture(params=REDIS_CACHES)
-def alias(request, redis_server):
-    return request.param
-
-
 @pytest.fixture
 def client(redis_server):
+    """A plain client of the harness's Redis, to look at the lines."""
     return redis.Redis(port=redis_server.port)
 
 
@@ -57,7 +54,14 @@ def in_line(client, held: Lock) -> bool:
     return client.hexists(line_of(held)[1], held.token)
 
 
-def test_each_event_loop_has_its_own_adapter_and_a_loop_reuses_its_own(alias, lock_cache):
+async def joined(client, waiter: Lock, **kwargs) -> asyncio.Future:
+    """``waiter``'s blocking ``aacquire(**kwargs)``, once it waits in line."""
+    waiting = asyncio.ensure_future(waiter.aacquire(blocking=True, **kwargs))
+    await until(lambda: in_line(client, waiter), "the waiter joins the line")
+    return waiting
+
+
+def test_each_event_loop_has_its_own_adapter_and_a_loop_reuses_its_own(lock_cache):
     async def twice() -> tuple:
         return async_backend(lock_cache), async_backend(lock_cache)
 
@@ -68,13 +72,13 @@ def test_each_event_loop_has_its_own_adapter_and_a_loop_reuses_its_own(alias, lo
     assert type(first) is expected
 
 
+@ON_EACH_REDIS
 def test_an_async_waiter_is_handed_the_lock_by_a_sync_release(alias, client):
     async def main() -> None:
         holder = Lock(unique(), timeout=10, cache=alias)
         assert await asyncio.to_thread(holder.acquire)
         waiter = Lock(holder.name, timeout=10, cache=alias)
-        waiting = asyncio.ensure_future(waiter.aacquire(blocking=True, wait=30))
-        await until(lambda: in_line(client, waiter), "the async waiter joins the line")
+        waiting = await joined(client, waiter, wait=30)
         assert await asyncio.to_thread(holder.release)
         assert await waiting
         assert not in_line(client, waiter)
@@ -83,6 +87,7 @@ def test_an_async_waiter_is_handed_the_lock_by_a_sync_release(alias, client):
     asyncio.run(main())
 
 
+@ON_EACH_REDIS
 def test_a_sync_waiter_in_another_process_is_handed_the_lock_by_an_async_release(alias, client):
     async def main() -> None:
         async with alock(unique(), timeout=10, cache=alias) as held:
@@ -95,13 +100,13 @@ def test_a_sync_waiter_in_another_process_is_handed_the_lock_by_an_async_release
     asyncio.run(main())
 
 
+@ON_EACH_REDIS
 def test_a_waiter_cancelled_in_line_leaves_it_at_once_and_is_never_handed_the_lock(alias, client):
     async def main() -> None:
         holder = Lock(unique(), timeout=10, cache=alias)
         assert await holder.aacquire()
         waiter = Lock(holder.name, timeout=10, cache=alias)
-        waiting = asyncio.ensure_future(waiter.aacquire(blocking=True))
-        await until(lambda: in_line(client, waiter), "the waiter joins the line")
+        waiting = await joined(client, waiter)
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
@@ -113,6 +118,7 @@ def test_a_waiter_cancelled_in_line_leaves_it_at_once_and_is_never_handed_the_lo
     asyncio.run(main())
 
 
+@ON_EACH_REDIS
 def test_asyncio_timeout_cancels_a_waiter_out_of_the_line(alias, client):
     async def main() -> None:
         async with alock(unique(), timeout=10, cache=alias) as held:
@@ -126,6 +132,7 @@ def test_asyncio_timeout_cancels_a_waiter_out_of_the_line(alias, client):
     asyncio.run(main())
 
 
+@ON_EACH_REDIS
 def test_a_grant_that_reaches_a_cancelled_waiter_goes_on_to_the_next_one(alias, client):
     """The release hands the lock to the first waiter (its BLPOP is answered), which is
     cancelled before it reads the answer: the grant goes on, to the second waiter."""
@@ -134,10 +141,8 @@ def test_a_grant_that_reaches_a_cancelled_waiter_goes_on_to_the_next_one(alias, 
         holder = Lock(unique(), timeout=10, cache=alias)
         assert await holder.aacquire()
         first, second = (Lock(holder.name, timeout=10, cache=alias) for _ in range(2))
-        first_waits = asyncio.ensure_future(first.aacquire(blocking=True))
-        await until(lambda: in_line(client, first), "the first waiter joins the line")
-        second_waits = asyncio.ensure_future(second.aacquire(blocking=True, wait=30))
-        await until(lambda: in_line(client, second), "the second waiter joins the line")
+        first_waits = await joined(client, first)
+        second_waits = await joined(client, second, wait=30)
         # no await between the two: the first waiter's BLPOP is answered, not yet read
         assert holder.release()  # the sync face, on the loop's thread: the server hands over
         assert not in_line(client, first), "the release granted the lock to the first waiter"
@@ -151,13 +156,13 @@ def test_a_grant_that_reaches_a_cancelled_waiter_goes_on_to_the_next_one(alias, 
     asyncio.run(main())
 
 
+@ON_EACH_REDIS
 def test_a_release_cancelled_halfway_still_frees_the_lock(alias, client):
     async def main() -> None:
         holder = Lock(unique(), timeout=30, cache=alias)
         assert await holder.aacquire()
         waiter = Lock(holder.name, timeout=10, cache=alias)
-        waiting = asyncio.ensure_future(waiter.aacquire(blocking=True, wait=30))
-        await until(lambda: in_line(client, waiter), "the waiter joins the line")
+        waiting = await joined(client, waiter, wait=30)
         releasing = asyncio.ensure_future(holder.arelease())
         await asyncio.sleep(0)  # the release starts: its script is sent
         releasing.cancel()

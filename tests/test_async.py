@@ -15,7 +15,7 @@ import uuid
 import pytest
 import redis
 
-from tasklock import Lock, alock
+from tasklock import Lock, LockError, alock
 from tasklock.backends import get_backend
 from tasklock.backends.per_loop import async_backend
 from tasklock.backends.redis_async import AsyncRedisBackend, AsyncRedisClusterBackend
@@ -159,10 +159,10 @@ def test_a_grant_that_reaches_a_cancelled_waiter_goes_on_to_the_next_one(alias, 
 @ON_EACH_REDIS
 def test_a_release_cancelled_halfway_still_frees_the_lock(alias, client):
     async def main() -> None:
-        holder = Lock(unique(), timeout=30, cache=alias)
+        holder = Lock(unique(), timeout=60, cache=alias)
         assert await holder.aacquire()
         waiter = Lock(holder.name, timeout=10, cache=alias)
-        waiting = await joined(client, waiter, wait=30)
+        waiting = await joined(client, waiter, wait=10)  # far less than the holder's TTL
         releasing = asyncio.ensure_future(holder.arelease())
         await asyncio.sleep(0)  # the release starts: its script is sent
         releasing.cancel()
@@ -285,3 +285,65 @@ def test_two_hundred_coroutines_and_two_processes_share_one_name_without_a_threa
     wall_p99 = statistics.quantiles([late for late, _ in lags], n=100)[98]
     print(f"threads {baseline_threads} -> {threads}, lag p99 {p99:.4f} s (wall {wall_p99:.4f} s)")
     assert p99 <= 0.020, f"the loop's lag p99 was {p99 * 1000:.1f} ms"
+
+
+@pytest.mark.parametrize("cache", ["sentinel", "django_sentinel"])
+def test_a_sentinel_managed_redis_serves_the_async_face_from_worker_threads(cache, redis_sentinel):
+    async def main() -> None:
+        assert type(async_backend(cache)) is ThreadedBackend
+        held = Lock(unique(), timeout=5, cache=cache)
+        assert await held.aacquire() and isinstance(held.fencing_token, int)
+        waiter = Lock(held.name, timeout=5, cache=cache)
+        primary = get_backend(cache).client
+        waiting = await joined(primary, waiter, wait=30)
+        assert await held.arelease()
+        assert await waiting and await waiter.aowned() and await waiter.arelease()
+
+    asyncio.run(main())
+
+
+@ON_EACH_REDIS
+def test_replicas_that_do_not_confirm_fail_an_async_acquire_closed(settings, alias, redis_server):
+    """With ``REPLICAS`` the async face runs the sync adapter (its confirmation) in threads."""
+    settings.TASKLOCK = {"REPLICAS": 1, "REPLICA_TIMEOUT": 0.05}
+
+    async def main() -> None:
+        assert type(async_backend(alias)) is ThreadedBackend
+        held = Lock(unique(), timeout=5, cache=alias)
+        with pytest.raises(LockError, match="0 of 1 replicas"):
+            await held.aacquire()
+        assert not held and not await held.alocked(), "the unconfirmed lock was released"
+
+    asyncio.run(main())
+
+
+def seen(condition, seconds: float) -> bool:
+    """Whether ``condition()`` comes true within ``seconds``, checked without yielding to the
+    event loop (so no task reads a reply meanwhile)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+    return True
+
+
+@ON_EACH_REDIS
+@pytest.mark.parametrize("blocking", [False, True])
+def test_an_acquire_cut_off_after_the_server_took_the_lock_gives_it_back(alias, blocking, client):
+    """Cancelled while the reply of its first command (``add``, or the line's first look) is on
+    its way: the server took the lock for it, and its clean-up gives it back."""
+
+    async def main() -> None:
+        taker = Lock(unique(), timeout=60, cache=alias)
+        taking = asyncio.ensure_future(taker.aacquire(blocking=blocking))
+        for _ in range(100):  # one loop iteration at a time, until the server has taken it
+            await asyncio.sleep(0)
+            if seen(lambda: client.exists(taker._key), 0.05):
+                break
+        assert not taking.done(), "the reply was read before the cancellation"
+        taking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await taking
+        assert not taker and not await taker.alocked(), "the cancelled acquire kept the lock"
+
+    asyncio.run(main())

@@ -19,18 +19,28 @@ from .asynchronous import AsyncBackend, to_the_end
 from .base import LockBackend
 
 
-def _call_here(alias: str, operation: str, *args: Any) -> Any:
-    """Call ``operation`` on this thread's adapter of cache ``alias``. The call is a request to
-    the worker thread: its database connection is kept or closed as ``CONN_MAX_AGE`` says, as
-    Django does at a request's start and end (no worker thread keeps one open by default)."""
+def _as_request(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` as a request to this worker thread: its database connection is kept
+    or closed as ``CONN_MAX_AGE`` says, as Django does at a request's start and end (no worker
+    thread keeps one open by default)."""
     close_old_connections()
     try:
-        return getattr(get_backend(alias), operation)(*args)
+        return function(*args)
     finally:
         close_old_connections()
 
 
-_in_thread = sync_to_async(_call_here, thread_sensitive=False)
+_in_thread = sync_to_async(_as_request, thread_sensitive=False)
+
+
+def in_worker_thread(function: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+    """``function(*args)`` in a worker thread; a cancelled caller waits for it to finish."""
+    return to_the_end(_in_thread(function, *args))
+
+
+def _call_here(alias: str, operation: str, *args: Any) -> Any:
+    """Call ``operation`` on this thread's adapter of cache ``alias``."""
+    return getattr(get_backend(alias), operation)(*args)
 
 
 class ThreadedBackend(AsyncBackend):
@@ -47,7 +57,7 @@ class ThreadedBackend(AsyncBackend):
             raise AttributeError(operation)
 
         def call(*args: Any) -> Awaitable[Any]:
-            return to_the_end(_in_thread(self.alias, operation, *args))
+            return in_worker_thread(_call_here, self.alias, operation, *args)
 
         return call
 

@@ -16,18 +16,19 @@ async def adrive(plan: Plan[T], backend: AsyncBackend, failed: Failure) -> T:
     """Run ``plan`` to its end, awaiting each call on ``backend``. A client error reaches the
     plan as the ``LockError`` that ``failed`` makes of it; anything else (a cancellation) as
     itself, so the plan can clean up — awaiting its last calls — before it goes on."""
+    send = plan.send
     reply: Any = None
     error: BaseException | None = None
     while True:
         try:
-            call = plan.send(reply) if error is None else plan.throw(error)
+            operation, args = send(reply) if error is None else plan.throw(error)
         except StopIteration as done:
             return done.value
         error = None
         try:
-            reply = await getattr(backend, call.operation)(*call.args)
+            reply = await getattr(backend, operation)(*args)
         except backend.errors as exc:
-            error = failed(backend.sync, call.operation, exc)
+            error = failed(backend.sync, operation, exc)
             error.__cause__ = exc
         except BaseException as exc:
             error = exc

@@ -14,10 +14,8 @@ import logging
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import sync_to_async
-
-from ..backends.asynchronous import to_the_end
 from ..backends.per_loop import async_backend
+from ..backends.threaded import in_worker_thread
 from ..exceptions import LockError, LockNotAcquired, shown
 from ..values.calls import Call, Plan, one
 from .arguments import seconds, wait_seconds
@@ -50,7 +48,7 @@ class AsyncFace:
         so the lock is not left held until its TTL."""
         watch = self._watch
         if watch is not None and watch.running:  # a renewal under way: wait for it off the loop
-            await to_the_end(sync_to_async(renewer().forget, thread_sensitive=False)(self))
+            await in_worker_thread(renewer().forget, self)
         value = self._held_value()
         try:
             return await self._adrive(self._releasing())
@@ -64,7 +62,7 @@ class AsyncFace:
         lock takes turns with the renewer's thread on a thread lock: in a worker thread."""
         timeout = self.timeout if timeout is None else seconds(timeout, "extend timeout")
         if self.renew:
-            return await to_the_end(sync_to_async(self.extend, thread_sensitive=False)(timeout))
+            return await in_worker_thread(self.extend, timeout)
         return self._settle(await self._adrive(self._renewing(timeout)))
 
     async def alocked(self: Lock) -> bool:

@@ -342,8 +342,13 @@ def test_an_acquire_cut_off_after_the_server_took_the_lock_gives_it_back(alias, 
                 break
         assert not taking.done(), "the reply was read before the cancellation"
         taking.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await taking
-        assert not taker and not await taker.alocked(), "the cancelled acquire kept the lock"
+        try:
+            acquired = await taking
+        except asyncio.CancelledError:
+            assert not taker and not await taker.alocked(), "the cancelled acquire kept the lock"
+        else:  # Python < 3.12: redis-py sends through asyncio.wait_for, which swallows a
+            # cancellation that comes as its send completes; the acquire goes on, for its caller
+            assert sys.version_info < (3, 12), "the cancellation was lost"
+            assert acquired and await taker.aowned() and await taker.arelease()
 
     asyncio.run(main())

@@ -331,7 +331,9 @@ def seen(condition, seconds: float) -> bool:
 @pytest.mark.parametrize("blocking", [False, True])
 def test_an_acquire_cut_off_after_the_server_took_the_lock_gives_it_back(alias, blocking, client):
     """Cancelled while the reply of its first command (``add``, or the line's first look) is on
-    its way: the server took the lock for it, and its clean-up gives it back."""
+    its way: the server took the lock for it, and its clean-up gives it back. (On Python 3.11
+    redis-py's send, through ``asyncio.wait_for``, loses this cancellation; the driver still
+    sees it requested and honours it.)"""
 
     async def main() -> None:
         taker = Lock(unique(), timeout=60, cache=alias)
@@ -342,13 +344,8 @@ def test_an_acquire_cut_off_after_the_server_took_the_lock_gives_it_back(alias, 
                 break
         assert not taking.done(), "the reply was read before the cancellation"
         taking.cancel()
-        try:
-            acquired = await taking
-        except asyncio.CancelledError:
-            assert not taker and not await taker.alocked(), "the cancelled acquire kept the lock"
-        else:  # Python < 3.12: redis-py sends through asyncio.wait_for, which swallows a
-            # cancellation that comes as its send completes; the acquire goes on, for its caller
-            assert sys.version_info < (3, 12), "the cancellation was lost"
-            assert acquired and await taker.aowned() and await taker.arelease()
+        with pytest.raises(asyncio.CancelledError):
+            await taking
+        assert not taker and not await taker.alocked(), "the cancelled acquire kept the lock"
 
     asyncio.run(main())

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from . import contention, handoff, locks, metrics_cost, report, task_overhead
+from . import async_locks, contention, handoff, locks, metrics_cost, report, task_overhead
 from .environment import machine, servers
 
 LISTING = os.path.join(os.path.dirname(os.path.abspath(__file__)), "listing.py")
@@ -57,13 +57,17 @@ def main(argv: list[str] | None = None) -> None:
         quick_tasks = ((0.0, 100, 2), (0.010, 40, 1))
         workloads = task_overhead.run(quick_tasks) if options.quick else task_overhead.run()
         _print_section("Celery task overhead", report.task_table(workloads))
+        async_rows = async_locks.run(repeats=4) if options.quick else async_locks.run()
+        _print_section("async uncontended lock cycles", report.lock_table(async_rows))
+        scale = async_locks.scale()
+        _print_section("1,000 async waiters on 10 names", report.scale_table(scale))
     listing, status = _listing()
     minutes = (time.monotonic() - started) / 60
     print(f"\n{minutes:.1f} min", flush=True)
     if not options.quick:
         report.plot(lock_rows)
         rows = (lock_rows, metrics_rows, workloads, handoff_rows, contention_rows)
-        report.write(report.markdown(facts, *rows, minutes, listing))
+        report.write(report.markdown(facts, *rows, minutes, listing, async_rows, scale))
         print(f"wrote {report.MARKDOWN} and {report.PLOT}")
     if status:
         raise SystemExit(status)

@@ -10,10 +10,11 @@ Times are ``time.monotonic()``, one clock for every process on Linux.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .measure import percentile
@@ -139,6 +140,67 @@ def tasklock_wait(alias: str) -> Callable[[str], Contender]:
     return make
 
 
+#: this process's event loop, for the async contenders (an asyncio client belongs to its loop)
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def on_loop(contend: Callable[[], Awaitable[Event]]) -> Contender:
+    """An async contender, run to completion on this process's event loop."""
+
+    def run() -> Event:
+        global _loop
+        _loop = _loop or asyncio.new_event_loop()
+        return _loop.run_until_complete(contend())
+
+    return run
+
+
+async def _held_async(started: float) -> Event:
+    acquired = time.monotonic()
+    await asyncio.sleep(HOLD)
+    return started, acquired, time.monotonic()
+
+
+def redis_py_async_lock(sleep: float) -> Callable[[str], Contender]:
+    def make(name: str) -> Contender:
+        import os
+
+        import redis.asyncio
+
+        client = redis.asyncio.Redis.from_url(f"redis://{os.environ['TASKLOCK_BENCH_REDIS']}/0")
+
+        async def contend() -> Event:
+            held = client.lock(name, timeout=LOCK_TIMEOUT, sleep=sleep, blocking_timeout=WAIT)
+            started = time.monotonic()
+            if not await held.acquire(blocking=True):
+                raise RuntimeError(f"redis.asyncio Lock waited {WAIT} s in vain")
+            event = await _held_async(started)
+            await held.release()
+            return event
+
+        return on_loop(contend)
+
+    return make
+
+
+def tasklock_alock(alias: str) -> Callable[[str], Contender]:
+    """tasklock's async face: ``async with alock(name, blocking=True)``."""
+
+    def make(name: str) -> Contender:
+        from tasklock import alock
+
+        async def contend() -> Event:
+            started = time.monotonic()
+            async with alock(name, LOCK_TIMEOUT, cache=alias, blocking=True, wait=WAIT) as held:
+                if not held:
+                    raise RuntimeError(f"tasklock alock waited {WAIT} s in vain")
+                return await _held_async(started)
+
+        return on_loop(contend)
+
+    return make
+
+
 HANDED = "handed over by the release"
 POLLS = "polls, backoff to 10 ms"
 APPROACHES = (
@@ -150,6 +212,9 @@ APPROACHES = (
     Approach("tasklock wait · Django RedisCache", HANDED, tasklock_wait("redis"), HANDED_P50),
     Approach("tasklock wait · PyMemcacheCache", POLLS, tasklock_wait("memcached"), POLLED_P50),
     Approach("tasklock wait · DatabaseCache", POLLS, tasklock_wait("database"), POLLED_P50),
+    Approach("redis.asyncio Lock, sleep 0.1 (default) · async", "polls", redis_py_async_lock(0.1)),
+    Approach("redis.asyncio Lock, sleep 0.01 · async", "polls", redis_py_async_lock(0.01)),
+    Approach("tasklock alock · django-redis · async", HANDED, tasklock_alock("default"), HANDED_P50),
 )  # fmt: skip
 
 

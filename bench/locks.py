@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .measure import Cycle, Samples, interleaved
+from .measure import Cycle, Samples, Timer, interleaved, time_cycles
 
 NAME = "bench:cycle"
 TIMEOUT = 30
@@ -219,14 +219,19 @@ class Row:
         return None if target is None else self.judged <= target
 
 
-def run(repeats: int = REPEATS, seconds: float = BATCH_SECONDS) -> list[Row]:
+def run(
+    repeats: int = REPEATS,
+    seconds: float = BATCH_SECONDS,
+    approaches: tuple[Approach, ...] = APPROACHES,
+    timer: Timer = time_cycles,
+) -> list[Row]:
     """Every approach, interleaved in this one process; ratios to the family's floor, and to
-    the row a target is set against."""
-    cycles = {approach.label: approach.make() for approach in APPROACHES}
-    samples = interleaved(cycles, repeats, seconds)
-    floors: dict[str, Samples] = {a.family: samples[a.label] for a in APPROACHES if a.floor}
+    the row a target is set against (``timer`` runs the cycles: bench/async_locks awaits them)."""
+    cycles = {approach.label: approach.make() for approach in approaches}
+    samples = interleaved(cycles, repeats, seconds, timer)
+    floors: dict[str, Samples] = {a.family: samples[a.label] for a in approaches if a.floor}
     rows = []
-    for a in APPROACHES:
+    for a in approaches:
         s, floor = samples[a.label], floors[a.family]
         ratio = s.ratio_to(floor)
         judged = ratio if a.against is None else s.ratio_to(samples[a.against])

@@ -13,6 +13,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 Cycle = Callable[[], object]
+#: times ``count`` calls of a cycle: ns each
+Timer = Callable[[Cycle, int], list[int]]
+
+
+def time_cycles(cycle: Cycle, count: int) -> list[int]:
+    """The ns each of ``count`` calls of ``cycle`` took."""
+    timings = [0] * count
+    clock = time.perf_counter_ns
+    for i in range(count):
+        started = clock()
+        cycle()
+        timings[i] = clock() - started
+    return timings
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -30,14 +43,9 @@ class Samples:
     batch_medians: list[float] = field(default_factory=list)
     cycles: list[int] = field(default_factory=list)
 
-    def run(self, cycle: Cycle, count: int) -> None:
+    def run(self, cycle: Cycle, count: int, timer: Timer | None = None) -> None:
         gc.collect()
-        timings = [0] * count
-        clock = time.perf_counter_ns
-        for i in range(count):
-            started = clock()
-            cycle()
-            timings[i] = clock() - started
+        timings = (timer or time_cycles)(cycle, count)
         self.batch_means.append(sum(timings) / count)
         self.batch_medians.append(statistics.median(timings))
         self.cycles.extend(timings)
@@ -63,22 +71,22 @@ class Samples:
         return statistics.median(a / b for a, b in pairs)
 
 
-def batch_size(cycle: Cycle, seconds: float, warmup: int = 30) -> int:
+def batch_size(cycle: Cycle, seconds: float, warmup: int = 30, timer: Timer = time_cycles) -> int:
     """How many cycles take about ``seconds``, after a warm-up (connections, scripts, caches)."""
-    started = time.perf_counter()
-    for _ in range(warmup):
-        cycle()
-    each = (time.perf_counter() - started) / warmup
+    each = sum(timer(cycle, warmup)) / warmup / 1e9
     return max(20, int(seconds / each))
 
 
-def interleaved(cycles: dict[str, Cycle], repeats: int, seconds: float) -> dict[str, Samples]:
-    """Time each cycle for about ``seconds`` per repeat, all approaches in every repeat."""
-    counts = {name: batch_size(cycle, seconds) for name, cycle in cycles.items()}
+def interleaved(
+    cycles: dict[str, Cycle], repeats: int, seconds: float, timer: Timer = time_cycles
+) -> dict[str, Samples]:
+    """Time each cycle for about ``seconds`` per repeat, all approaches in every repeat
+    (``timer`` runs the cycles: an async one awaits each on an event loop)."""
+    counts = {name: batch_size(cycle, seconds, timer=timer) for name, cycle in cycles.items()}
     samples = {name: Samples() for name in cycles}
     names = list(cycles)
     for repeat in range(repeats):
         shift = repeat % len(names)
         for name in names[shift:] + names[:shift]:
-            samples[name].run(cycles[name], counts[name])
+            samples[name].run(cycles[name], counts[name], timer)
     return samples

@@ -6,7 +6,7 @@ import datetime
 import os
 from collections.abc import Iterable
 
-from . import contention, handoff, locks, metrics_cost, task_overhead
+from . import async_locks, contention, handoff, locks, metrics_cost, task_overhead
 
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
 MARKDOWN = os.path.join(DOCS, "benchmarks.md")
@@ -60,6 +60,23 @@ def metrics_table(rows: list[metrics_cost.Row]) -> str:
             for r in rows
         ],
     )
+
+
+def scale_table(scale: async_locks.Scale) -> str:
+    return _table(
+        ["figure", "value"],
+        [
+            ("waiters / names", f"{scale.waiters} / {scale.names}"),
+            ("all in line after (s)", f"{scale.join_seconds:.2f}"),
+            ("loop lag while they joined, max (ms)", f"{scale.join_lag_max_ms:.0f}"),
+            ("lines served in (s)", f"{scale.serve_seconds:.2f}"),
+            ("loop lag while served, p50 / p99 / max (ms)",
+             f"{scale.lag_p50_ms:.1f} / {scale.lag_p99_ms:.1f} / {scale.lag_max_ms:.1f}"),
+            ("connections to Redis", f"{scale.connections}"),
+            ("memory for the waiters in line (MiB)", f"{scale.memory_mib:.1f}"),
+            ("threads in the process, at most", f"{scale.threads}"),
+        ],
+    )  # fmt: skip
 
 
 def task_table(workloads: list[task_overhead.Workload]) -> str:
@@ -165,6 +182,8 @@ def markdown(
     contention_rows: list[contention.Row],
     minutes: float,
     listing: str | None,
+    async_rows: list[async_locks.Row],
+    scale: async_locks.Scale,
 ) -> str:
     today = datetime.date.today().isoformat()
     parts = [
@@ -224,6 +243,21 @@ def markdown(
         "tasklock's default mode targets utilisation and python-redis-lock's p99; its fair mode "
         f"a max wait within {contention.FAIR_MAX_WAIT_HOLDS:g} x N x hold.",
         contention_table(contention_rows),
+        "## The async face",
+        "One event loop, one lock name, no contention: each cycle awaited in turn. The async floor "
+        "is the Redis floor on `redis.asyncio`: a random token, `SET NX PX` and a pre-registered "
+        "Lua compare-and-delete. tasklock's rows drive the same plans as the sync face, awaiting "
+        "each call on an asyncio client of the cache's servers. The handoff of an async waiter "
+        "(`alock(blocking=True)`, waiting in line on an async `BLPOP`) is a row of the handoff "
+        "table above, beside redis.asyncio's `Lock`.",
+        lock_table(async_rows),
+        f"{scale.waiters:,} coroutines in one process each take one of {scale.names} names once "
+        f"(`alock(blocking=True)`, holding {async_locks.SCALE_HOLD * 1000:.0f} ms), all started in one "
+        "tick behind a gate holder per name; once all are in line the gates are released. Loop lag "
+        f"is how late a {async_locks.TICK * 1000:.0f} ms `asyncio.sleep` wakes. Each waiter in line "
+        "holds one connection for its `BLPOP` (the async client's pool has no limit) and renews its "
+        "ticket every 0.5 s.",
+        scale_table(scale),
     ]
     if listing is not None:
         parts += ["## Listing held locks (bench/listing.py)", f"```\n{listing.strip()}\n```"]

@@ -1,8 +1,10 @@
 """tasklock: only one Celery worker runs this at a time, on the Django cache framework."""
 
+from .core.alock import alock
 from .core.lock import Lock, lock
 from .exceptions import DuplicateTask, LockError, LockNotAcquired
-from .integrations.decorator import SKIPPED, held_lock, task_lock
+from .integrations.decorator import task_lock
+from .integrations.holding import SKIPPED, held_lock
 from .operations.clearing import clear
 from .operations.inventory import held_locks
 
@@ -12,6 +14,7 @@ __all__ = [
     "Lock",
     "LockError",
     "LockNotAcquired",
+    "alock",
     "clear",
     "held_lock",
     "held_locks",

@@ -163,3 +163,13 @@ def db_workers(redis_server, django_db_setup):
     yield workers
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture(params=["sync", "async"])
+def face(request):
+    """Each face of a Lock in turn: the sync methods, the async ones (issue 20)."""
+    from tests.faces import FACES
+
+    made = FACES[request.param]()
+    yield made
+    made.close()

@@ -7,6 +7,7 @@ import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from typing import Any, ClassVar, NamedTuple
 
 from ..conf import conf
@@ -27,6 +28,17 @@ def queued_by(stored: str | None, task_id: str) -> bool:
     """Whether ``stored`` is the queue lock of task ``task_id`` (its task has not started)."""
     holder = Holder.decode(stored)
     return holder is not None and holder.state == QUEUED and holder.task_id == task_id
+
+
+def giving_back(attempt: Attempt, stored: str | None = None) -> Plan[None]:
+    """Delete the lock if it holds ``attempt``'s token: ``stored``, its value when known, or
+    what the cache holds. For an acquire cut off after the cache took the lock (an interrupt,
+    a cancellation), so the lock is not kept by a caller that will never use it."""
+    if stored is None:
+        stored = yield Call("get", (attempt.key,))
+    holder = Holder.decode(stored)
+    if holder is not None and holder.token == attempt.token:
+        yield Call("delete_if", (attempt.key, stored))
 
 
 class Stored(NamedTuple):
@@ -98,7 +110,15 @@ class LockBackend(ABC):
         while True:
             at = time.monotonic()
             value = attempt.value()
-            added = yield Call("add", (attempt.key, value, attempt.timeout))
+            try:
+                added = yield Call("add", (attempt.key, value, attempt.timeout))
+            except GeneratorExit:
+                raise  # abandoned unfinished (the driver went away): nothing can be sent now
+            except BaseException as exc:
+                if not isinstance(exc, Exception):  # an interrupt, which may have cut off the reply
+                    with suppress(Exception):
+                        yield from giving_back(attempt)
+                raise
             if added:
                 return Grant(value, added, at)
             remaining = attempt.give_up - time.monotonic()

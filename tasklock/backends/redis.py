@@ -10,6 +10,7 @@ line and costs no more than a bare compare-and-delete.
 from __future__ import annotations
 
 import math
+import random
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -36,6 +37,10 @@ from .redis_line import (
 
 #: the longest single wait (BLPOP) of a waiter in line; it then renews its ticket (s)
 MAX_BLOCK = 0.5
+#: each waiter blocks at most a share of ``max_block`` of its own, down to 1 - this: waiters
+#: that joined together do not all renew their tickets at the same moments (a burst on Redis,
+#: and on an event loop that holds hundreds of them)
+BLOCK_JITTER = 0.25
 #: keys asked of each SCAN step when listing locks
 SCAN_COUNT = 1000
 
@@ -154,6 +159,14 @@ end
 return found
 """
 _READ = LuaScript(READ_BODY % b"KEYS")
+
+
+def queue_args(value: str, timeout: float, token: str, stay: float, fair: bool) -> tuple[Any, ...]:
+    """The ``TAKE_OR_QUEUE`` arguments of a look at the line (see ``take_or_queue``)."""
+    ttl = milliseconds(timeout)
+    entry = ticket(ttl, around_times(value)) if stay > 0 else ""
+    alive = milliseconds(stay) + TICKET_SLACK_MS if stay > 0 else 0
+    return value, ttl, token, entry, alive, "fair" if fair else "", LINE_TTL_MS
 
 
 def glob_escape(text: str) -> str:
@@ -294,7 +307,7 @@ class RedisBackend(LockBackend):
     def acquiring(self, attempt: Attempt) -> Plan[Grant | None]:
         """A blocking or fair acquire waits in line (``redis_line``); a plain try is an ``add``."""
         if attempt.blocking or attempt.fair:
-            return waiting_in_line(attempt, self.max_block)
+            return waiting_in_line(attempt, self.max_block * random.uniform(1 - BLOCK_JITTER, 1))
         return super().acquiring(attempt)
 
     def take_or_queue(
@@ -303,16 +316,17 @@ class RedisBackend(LockBackend):
         """Take the lock if it is free (with ``fair``, only when no live waiter is ahead), or
         collect a grant already made to ``token``; else, when ``stay`` > 0, join (or stay in)
         the line, alive for ``stay`` seconds more."""
-        ttl = milliseconds(timeout)
-        entry = ticket(ttl, around_times(value)) if stay > 0 else ""
-        alive = milliseconds(stay) + TICKET_SLACK_MS if stay > 0 else 0
-        args = (value, ttl, token, entry, alive, "fair" if fair else "", LINE_TTL_MS)
+        args = queue_args(value, timeout, token, stay, fair)
         turn = Turn.of(TAKE_OR_QUEUE(self.line_keys(key), args, client=self.client))
         return self.confirmed(key, turn, value, timeout)
 
+    def grant_list(self, key: str, token: str) -> str:
+        """The list where the line pushes the grant of waiter ``token``."""
+        return self.companions(key)[2] + " " + token
+
     def await_grant(self, key: str, token: str, seconds: float, timeout: float) -> Turn | None:
         """Block up to ``seconds`` for the grant of ``token``, which is in line."""
-        grant = self.client.blpop([self.companions(key)[2] + " " + token], timeout=seconds)
+        grant = self.client.blpop([self.grant_list(key, token)], timeout=seconds)
         return None if grant is None else self.confirmed(key, Turn.granted(grant[1]), "", timeout)
 
     def leave(self, key: str, token: str, timeout: float) -> Turn | None:

@@ -60,3 +60,11 @@ class LuaScript:
         except NO_SCRIPT:
             client.script_load(self.body)
             return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    async def acall(self, keys: Sequence[str], args: Sequence[Any] = (), *, client: Any) -> Any:
+        """The same on an asyncio client (``redis.asyncio``, ``valkey.asyncio``)."""
+        try:
+            return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        except NO_SCRIPT:
+            await client.script_load(self.body)
+            return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)

@@ -23,8 +23,7 @@ from typing import Any, NamedTuple
 
 from ..exceptions import shown
 from ..values.calls import Attempt, Call, Grant, Plan
-from ..values.holder import Holder
-from .base import text
+from .base import giving_back, text
 from .redis_clients import LuaScript
 
 logger = logging.getLogger("tasklock")
@@ -240,8 +239,8 @@ def waiting_in_line(attempt: Attempt, max_block: float) -> Plan[Grant | None]:
                 return None
     except GeneratorExit:
         raise  # abandoned unfinished (the driver went away): nothing can be sent now
-    except BaseException:  # a cache error, or a soft time limit or signal while blocked
-        if joined is not None:
+    except BaseException as exc:  # a cache error, or a soft time limit, signal or cancellation
+        if joined is not None or not isinstance(exc, Exception):  # in line, or a reply cut off
             yield from giving_up_place(attempt)
         raise
 
@@ -252,10 +251,7 @@ def giving_up_place(attempt: Attempt) -> Plan[None]:
     popped it: the lock holds this token). Never raises: the error that got us here counts."""
     try:
         turn = yield Call("leave", (attempt.key, attempt.token, attempt.timeout))
-        granted = turn.value if turn is not None else (yield Call("get", (attempt.key,)))
-        holder = Holder.decode(granted)
-        if holder is not None and holder.token == attempt.token:
-            yield Call("delete_if", (attempt.key, granted))
+        yield from giving_back(attempt, turn.value if turn is not None else None)
     except Exception:
         logger.warning(
             "lock %s: could not leave the line; its place lapses", shown(attempt.name), exc_info=True

@@ -23,10 +23,11 @@ from ..backends.base import LockBackend
 from ..conf import conf
 from ..exceptions import LockError, LockNotAcquired, shown
 from ..signals import lock_acquired, lock_attempted, lock_lost, lock_released
-from ..values.calls import Attempt, Call, Grant, Plan
+from ..values.calls import Attempt, Call, Grant, Plan, one
 from ..values.holder import Holder
 from . import journal, running
 from .arguments import cache_alias, fair_flag, key_of, lock_name, renew_flag, seconds, wait_seconds
+from .async_face import AsyncFace
 from .drivers import drive
 from .renewer import Watch, give_up_at, renewer
 
@@ -51,7 +52,7 @@ def _count_fork() -> None:
 os.register_at_fork(after_in_child=_count_fork)
 
 
-class Lock:
+class Lock(AsyncFace):
     """A lock named ``name`` in cache ``cache`` that lives at most ``timeout`` seconds.
 
     Only the holder's random ``token`` can release or extend it. ``bool(lock)`` is a local
@@ -137,17 +138,21 @@ class Lock:
         try:
             grant = drive(backend.acquiring(attempt), backend, self._failed)
         except LockError:
-            if lock_attempted.receivers:
-                _attempted(self, "error", started, blocking)
+            self._errored(started, blocking)
             raise
         return self._ended(backend, grant, started, blocking)
+
+    def _errored(self, started: float, blocking: bool) -> None:
+        """Report an acquire that a cache error ended."""
+        if lock_attempted.receivers:
+            attempted(self, "error", started, blocking)
 
     def _ended(self, backend: LockBackend, grant: Grant | None, started: float, blocking: bool) -> bool:
         """Record an acquire's outcome (``grant`` None: not taken); whether it took the lock."""
         if grant is not None:
             self._took(backend, grant, started)
         if lock_attempted.receivers:
-            _attempted(self, "contended" if grant is None else "acquired", started, blocking)
+            attempted(self, "contended" if grant is None else "acquired", started, blocking)
         return grant is not None
 
     def _attempt(self, blocking: bool, wait: float | None, started: float) -> Attempt:
@@ -173,7 +178,7 @@ class Lock:
         who = running.current()
         value = Holder.encode_here(self.token, self.name, time.time(), self.timeout, who.name, who.id)
         backend = self._here()
-        added = drive(_one(Call(operation, (self._key, value, self.timeout, *args))), backend, self._failed)
+        added = drive(one(Call(operation, (self._key, value, self.timeout, *args))), backend, self._failed)
         return bool(added) and self._took(backend, Grant(value, added, started), started)
 
     def _took(self, backend: LockBackend, grant: Grant, started: float) -> bool:
@@ -251,11 +256,14 @@ class Lock:
     def _renewal(self, timeout: float) -> tuple[bool, str, float] | None:
         """An owner-checked rewrite of this holder's value with a TTL of ``timeout``: whether
         it was kept, the new value and deadline; None if not held. Local state is untouched."""
+        return self._drive(self._renewing(timeout))
+
+    def _renewing(self, timeout: float) -> Plan[tuple[bool, str, float] | None]:
         value = self._held_value()
         holder = Holder.decode(value)
         if value is None or holder is None:
             return None
-        return self._drive(self._rewriting(value, holder.renewed(time.time(), timeout), timeout))
+        return (yield from self._rewriting(value, holder.renewed(time.time(), timeout), timeout))
 
     def _rewriting(self, value: str, holder: Holder, timeout: float) -> Plan[tuple[bool, str, float]]:
         """Put ``holder`` in place of ``value`` with a TTL of ``timeout``, owner-checked."""
@@ -305,13 +313,13 @@ class Lock:
         """Delete ``value``, written by a renewal that answered after the lock was given up: the
         lock would otherwise stay held, by nobody, for another lease."""
         with suppress(Exception):
-            self._drive(_one(Call("delete_if", (self._key, value))))
+            self._drive(one(Call("delete_if", (self._key, value))))
 
     # -- asking ---------------------------------------------------------------------------
 
     def locked(self) -> bool:
         """True if anyone holds the lock (asks the cache)."""
-        return self._drive(_one(Call("get", (self._key,)))) is not None
+        return self._drive(one(Call("get", (self._key,)))) is not None
 
     def owned(self) -> bool:
         """True if this Lock's token holds the lock (asks the cache)."""
@@ -352,15 +360,10 @@ class Lock:
         self.release_quietly()
 
 
-def _attempted(held: Lock, outcome: str, started: float, blocking: bool) -> None:
+def attempted(held: Lock, outcome: str, started: float, blocking: bool) -> None:
     """Send ``lock_attempted``: an acquire of ``held`` begun at ``started`` ended with ``outcome``."""
     waited = time.monotonic() - started
     lock_attempted.send_robust(sender=Lock, lock=held, outcome=outcome, waited=waited, blocking=blocking)
-
-
-def _one(call: Call) -> Plan[Any]:
-    """The plan of a single call: its reply."""
-    return (yield call)
 
 
 @contextmanager

@@ -8,7 +8,6 @@ import logging
 import math
 import random
 from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -25,9 +24,12 @@ from ..core.running import NOTHING, Running
 from ..core.running import task as running_task_var
 from ..exceptions import LockError, LockNotAcquired, shown
 from ..signals import lock_contended
+from .async_task_lock import locked_coroutine
 from .celery_bodies import MAX_UNWRAP, TaskBody, running_task
 from .django_tasks import DEFAULT_RETRY_DELAY, DjangoCall, django_call
 from .django_unique import await_enqueued
+from .holding import SKIPPED
+from .holding import holding as _holding
 from .naming import KeySpec, NameBuilder
 from .uniqueness import (
     MODES,
@@ -48,14 +50,10 @@ from .uniqueness import (
 
 logger = logging.getLogger("tasklock")
 
-SKIPPED = "tasklock:skipped"
 Policy = Literal["skip", "retry", "raise", "wait"]
 POLICIES = ("skip", "retry", "raise", "wait")
 #: a retry's countdown is spread by this fraction either way, so contenders do not stampede
 RETRY_JITTER = 0.25
-
-#: the Lock that the innermost task_lock body running in this context holds
-_holding: ContextVar[Lock | None] = ContextVar("tasklock_held", default=None)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -75,12 +73,6 @@ class LockSpec:
     unique: Mode = WHILE_EXECUTING
     on_duplicate: OnDuplicate = "existing"
     fair: bool = False
-
-
-def held_lock() -> Lock | None:
-    """The Lock held by the innermost ``task_lock`` body running in this thread or async
-    context; None outside one."""
-    return _holding.get()
 
 
 def _non_negative(value: object, what: str) -> float | None:
@@ -226,6 +218,9 @@ def task_lock(
                 del arguments[first_parameter]  # type: ignore[arg-type]
             own_args = args[1:] if bound else args
             return names.name(plain_name if task is None else task.name, arguments, own_args, kwargs)
+
+        if inspect.iscoroutinefunction(fn):  # an async def: the lock is taken asynchronously
+            return locked_coroutine(fn, spec, lock_name)
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:

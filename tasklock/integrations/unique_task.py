@@ -26,7 +26,8 @@ from ..core.lock import Lock
 from ..exceptions import DuplicateTask, LockError, shown
 from ..signals import lock_duplicate
 from ..values.holder import Holder
-from .decorator import held_lock, lock_name_of_call, spec_of
+from .decorator import lock_name_of_call, spec_of
+from .holding import held_lock
 from .uniqueness import (
     QUEUE_SUFFIX,
     UNTIL_EXECUTED,

@@ -29,6 +29,11 @@ class Call(NamedTuple):
 Plan = Generator[Call, Any, T]
 
 
+def one(call: Call) -> Plan[Any]:
+    """The plan of a single call: its reply."""
+    return (yield call)
+
+
 class Attempt(NamedTuple):
     """One acquire, as a backend's acquiring plan needs it."""
 

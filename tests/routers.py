@@ -11,6 +11,7 @@ class TaskResultsOnPostgres:
     forbids outside database tests."""
 
     def allow_migrate(self, db: str, app_label: str, **hints: object) -> bool | None:
-        if apps.get_app_config(app_label).name != "django_tasks_db":  # its label varies by version
+        config = apps.app_configs.get(app_label)  # its label is not its name (django_tasks_database)
+        if config is None or config.name != "django_tasks_db":
             return None
         return db == "default" and connections[db].vendor == "postgresql"

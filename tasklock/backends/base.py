@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import random
 import time
 from abc import ABC, abstractmethod
@@ -11,10 +12,11 @@ from contextlib import suppress
 from typing import Any, ClassVar, NamedTuple
 
 from ..conf import conf
-from ..exceptions import LockError
+from ..exceptions import LockError, shown
 from ..values.calls import Attempt, Call, Grant, Plan
 from ..values.holder import QUEUED, Holder
 from ..values.names import cache_key
+from ..values.slots import HOLDER_START, Record
 
 #: how many tries a force-clear makes while the holder keeps rewriting its value
 CLEAR_TRIES = 5
@@ -22,6 +24,9 @@ CLEAR_TRIES = 5
 FIRST_POLL = 0.001
 #: how many times ``claim`` tries again when the lock changed between its add and its read
 CLAIM_TRIES = 5
+#: how many compare-and-swaps a change of a limited name's record makes while other holders
+#: keep changing it (each failed swap is another holder's change that succeeded)
+SLOT_TRIES = 50
 
 
 def queued_by(stored: str | None, task_id: str) -> bool:
@@ -34,11 +39,37 @@ def giving_back(attempt: Attempt, stored: str | None = None) -> Plan[None]:
     """Delete the lock if it holds ``attempt``'s token: ``stored``, its value when known, or
     what the cache holds. For an acquire cut off after the cache took the lock (an interrupt,
     a cancellation), so the lock is not kept by a caller that will never use it."""
+    if attempt.limit > 1:
+        record = Record.decode((yield Call("get", (attempt.key,))))
+        value = stored if stored is not None else record and record.value_of(attempt.token)
+        if value:
+            yield Call("delete_slot", (attempt.key, value))
+        return
     if stored is None:
         stored = yield Call("get", (attempt.key,))
     holder = Holder.decode(stored)
     if holder is not None and holder.token == attempt.token:
         yield Call("delete_if", (attempt.key, stored))
+
+
+def limit_mismatch(name: str, held: int, wanted: int) -> LockError:
+    """The error of an acquire whose limit is not the one the name is held with."""
+    return LockError(
+        f"lock {shown(name)} is held with limit={held}, but this acquire asks for limit={wanted}: "
+        "one name takes one limit (use another name for another limit)"
+    )
+
+
+def checking_limit(attempt: Attempt, fenced: int) -> Plan[None]:
+    """Raise ``LockError`` if an acquire of ``attempt`` found its name held with another limit:
+    ``fenced`` < 0 is a limited name's answer (minus the limit it is held with); a ``limit=1``
+    acquire that was refused reads the value once (a record means another limit)."""
+    if fenced < 0:
+        raise limit_mismatch(attempt.name, -fenced, attempt.limit)
+    if attempt.limit == 1 and not fenced:
+        record = Record.decode((yield Call("get", (attempt.key,))))
+        if record is not None:
+            raise limit_mismatch(attempt.name, record.limit, 1)
 
 
 class Stored(NamedTuple):
@@ -53,6 +84,11 @@ class Stored(NamedTuple):
 def full_key(make_key: Callable[[str], str], name: str) -> str:
     """The full cache key of a lock name, inside ``TASKLOCK["KEY_PREFIX"]``."""
     return cache_key(name, conf.KEY_PREFIX, make_key)
+
+
+def now_ms() -> int:
+    """This machine's wall clock in ms: a record's deadlines where the server keeps no clock."""
+    return time.time_ns() // 1_000_000
 
 
 def text(raw: bytes | None) -> str | None:
@@ -107,11 +143,15 @@ class LockBackend(ABC):
         """The plan of an acquire: ``add`` once, or, blocking, again after growing pauses
         (``wait``) until it is free or ``attempt.give_up``. None if not taken."""
         pause = FIRST_POLL
+        checked = False
         while True:
             at = time.monotonic()
             value = attempt.value()
             try:
-                added = yield Call("add", (attempt.key, value, attempt.timeout))
+                if attempt.limit == 1:
+                    added = yield Call("add", (attempt.key, value, attempt.timeout))
+                else:
+                    added = yield Call("add_slot", (attempt.key, value, attempt.timeout, attempt.limit))
             except GeneratorExit:
                 raise  # abandoned unfinished (the driver went away): nothing can be sent now
             except BaseException as exc:
@@ -119,8 +159,11 @@ class LockBackend(ABC):
                     with suppress(Exception):
                         yield from giving_back(attempt)
                 raise
-            if added:
+            if added > 0:
                 return Grant(value, added, at)
+            if not checked:
+                checked = True
+                yield from checking_limit(attempt, added)
             remaining = attempt.give_up - time.monotonic()
             if not attempt.blocking or remaining <= 0:
                 return None
@@ -148,6 +191,68 @@ class LockBackend(ABC):
         """Put holder ``new_value`` in place of ``value`` with a new TTL, only if ``key`` still
         holds ``value``: 0 if not, else the new fencing token where the backend ``fences``."""
         return int(self.replace_if(key, value, new_value, timeout))
+
+    # -- a limited name (``values.slots``): compare-and-swaps of its record -----------------
+
+    def add_slot(self, key: str, value: str, timeout: float, limit: int) -> int:
+        """Take a slot of ``key`` for holder ``value`` if fewer than ``limit`` live holders
+        hold it. As ``add``; minus the limit the name is held with when that is not ``limit``."""
+        for _ in range(SLOT_TRIES):
+            stored = self.get(key)
+            now = now_ms()
+            deadline = now + math.ceil(timeout * 1000)
+            if stored is None:
+                token = self.add(key, Record(limit).adding(value, deadline).encode(), timeout)
+            else:
+                record = Record.decode(stored)
+                if record is None:  # a limit=1 holder (a foreign value: just held)
+                    return -1 if stored.startswith(HOLDER_START) else 0
+                if record.limit != limit:
+                    return -record.limit
+                live = record.live(now)
+                if live.full():
+                    return 0
+                changed = live.adding(value, deadline)
+                token = self.convert(key, stored, changed.encode(), changed.seconds_left(now))
+            if token:
+                return token
+        return 0  # others changed the record every time: contended
+
+    def delete_slot(self, key: str, value: str) -> bool:
+        """Free the slot of holder ``value`` (live) in ``key``'s record; True if freed."""
+        return self._change_slot(key, value, None, 0.0)
+
+    def replace_slot(self, key: str, value: str, new_value: str, timeout: float) -> bool:
+        """Put ``new_value`` in the live slot of ``value`` with a new deadline ``timeout`` away."""
+        return self._change_slot(key, value, new_value, timeout)
+
+    def _change_slot(self, key: str, value: str, new_value: str | None, timeout: float) -> bool:
+        for _ in range(SLOT_TRIES):
+            stored = self.get(key)
+            now = now_ms()
+            record = Record.decode(stored)
+            if stored is None or record is None:
+                return False
+            live = record.live(now)
+            if not live.holds(value):
+                return False
+            if new_value is None:
+                changed = live.without(value)
+            else:
+                changed = live.replacing(value, new_value, now + math.ceil(timeout * 1000))
+            if not changed.slots:
+                done = self.delete_if(key, stored)
+            else:
+                done = self.replace_if(key, stored, changed.encode(), changed.seconds_left(now))
+            if done:
+                return True
+        raise LockError(f"{key!r} changed {SLOT_TRIES} times while a slot was being changed; try again")
+
+    def delete_holder(self, key: str, stored: str, value: str) -> bool:
+        """Free holder ``value``, found in ``stored`` (the key's value: itself, or a record)."""
+        if stored == value:
+            return self.delete_if(key, value)
+        return self.delete_slot(key, value)
 
     def claim(self, key: str, value: str, timeout: float, task_id: str) -> int:
         """Take ``key`` for holder ``value`` if it is free, or if it holds the queue lock of task

@@ -21,6 +21,7 @@ from ..values.calls import Attempt, Grant, Plan
 from ..values.holder import around_times
 from .base import LockBackend, Stored, text
 from .redis_clients import ERRORS, LuaScript
+from .redis_slots import SLOT_EXTEND, SLOT_RELEASE, SLOT_TAKE_OR_QUEUE
 from .redis_line import (
     LEAVE,
     LINE,
@@ -128,13 +129,19 @@ def _nothing_there(reply: Any) -> bool:
 
 
 #: a force-clear: delete whatever the key holds, return it, and hand the lock over as a
-#: release does
+#: release does (every slot of a limited name's record, to as many waiters)
 _CLEAR = LuaScript(
     LINE
     + b"""
 local value = redis.call('get', KEYS[1])
 if not value then return false end
-if not hand_over() then redis.call('del', KEYS[1]) end
+local record = load_record(value)
+if record then
+  local _, _, now_ms = clock()
+  refill(tonumber(record.limit), {}, now_ms)
+elseif not hand_over() then
+  redis.call('del', KEYS[1])
+end
 return value
 """,
 )
@@ -161,12 +168,15 @@ return found
 _READ = LuaScript(READ_BODY % b"KEYS")
 
 
-def queue_args(value: str, timeout: float, token: str, stay: float, fair: bool) -> tuple[Any, ...]:
-    """The ``TAKE_OR_QUEUE`` arguments of a look at the line (see ``take_or_queue``)."""
+def queue_args(
+    value: str, timeout: float, token: str, stay: float, fair: bool, limit: int
+) -> tuple[LuaScript, tuple[Any, ...]]:
+    """The script and arguments of a look at the line (see ``take_or_queue``)."""
     ttl = milliseconds(timeout)
     entry = ticket(ttl, around_times(value)) if stay > 0 else ""
     alive = milliseconds(stay) + TICKET_SLACK_MS if stay > 0 else 0
-    return value, ttl, token, entry, alive, "fair" if fair else "", LINE_TTL_MS
+    args = (value, ttl, token, entry, alive, "fair" if fair else "", LINE_TTL_MS)
+    return (TAKE_OR_QUEUE, args) if limit == 1 else (SLOT_TAKE_OR_QUEUE, (*args, limit))
 
 
 def glob_escape(text: str) -> str:
@@ -304,21 +314,29 @@ class RedisBackend(LockBackend):
         args = (value, new_value, milliseconds(timeout))
         return bool(_EXTEND((key,), args, client=self.client))
 
+    def delete_slot(self, key: str, value: str) -> bool:
+        return bool(SLOT_RELEASE(self.line_keys(key), (value,), client=self.client))
+
+    def replace_slot(self, key: str, value: str, new_value: str, timeout: float) -> bool:
+        args = (value, new_value, milliseconds(timeout))
+        return bool(SLOT_EXTEND(self.line_keys(key), args, client=self.client))
+
     def acquiring(self, attempt: Attempt) -> Plan[Grant | None]:
-        """A blocking or fair acquire waits in line (``redis_line``); a plain try is an ``add``."""
-        if attempt.blocking or attempt.fair:
+        """A blocking or fair acquire, and every acquire of a limited name, looks at the line
+        (``redis_line``); a plain try is an ``add``."""
+        if attempt.blocking or attempt.fair or attempt.limit > 1:
             return waiting_in_line(attempt, self.max_block * random.uniform(1 - BLOCK_JITTER, 1))
         return super().acquiring(attempt)
 
     def take_or_queue(
-        self, key: str, value: str, timeout: float, token: str, stay: float, fair: bool
+        self, key: str, value: str, timeout: float, token: str, stay: float, fair: bool, limit: int = 1
     ) -> Turn:
-        """Take the lock if it is free (with ``fair``, only when no live waiter is ahead), or
-        collect a grant already made to ``token``; else, when ``stay`` > 0, join (or stay in)
-        the line, alive for ``stay`` seconds more."""
-        args = queue_args(value, timeout, token, stay, fair)
-        turn = Turn.of(TAKE_OR_QUEUE(self.line_keys(key), args, client=self.client))
-        return self.confirmed(key, turn, value, timeout)
+        """Take the lock (a slot of a name of ``limit`` > 1) if it is free (with ``fair``,
+        only when no live waiter is ahead), or collect a grant already made to ``token``; else,
+        when ``stay`` > 0, join (or stay in) the line, alive for ``stay`` seconds more."""
+        script, args = queue_args(value, timeout, token, stay, fair, limit)
+        turn = Turn.of(script(self.line_keys(key), args, client=self.client))
+        return self.confirmed(key, turn, value, timeout, limit)
 
     def grant_list(self, key: str, token: str) -> str:
         """The list where the line pushes the grant of waiter ``token``."""
@@ -329,12 +347,12 @@ class RedisBackend(LockBackend):
         grant = self.client.blpop([self.grant_list(key, token)], timeout=seconds)
         return None if grant is None else self.confirmed(key, Turn.granted(grant[1]), "", timeout)
 
-    def leave(self, key: str, token: str, timeout: float) -> Turn | None:
+    def leave(self, key: str, token: str, timeout: float, limit: int = 1) -> Turn | None:
         """Leave the line; the grant if the lock was handed to ``token`` meanwhile."""
-        grant = LEAVE(self.line_keys(key), (token,), client=self.client)
-        return None if grant is None else self.confirmed(key, Turn.granted(grant), "", timeout)
+        grant = LEAVE(self.line_keys(key), (token, limit), client=self.client)
+        return None if grant is None else self.confirmed(key, Turn.granted(grant), "", timeout, limit)
 
-    def confirmed(self, key: str, turn: Turn, value: str, timeout: float) -> Turn:
+    def confirmed(self, key: str, turn: Turn, value: str, timeout: float, limit: int = 1) -> Turn:
         """``turn``, once ``REPLICAS`` replicas have the lock it took. The grant was written on
         another connection, so the new holder rewrites its value (owner-checked) and ``WAIT``s
         on its own: replication is in order, so that covers the grant. Too few confirmations
@@ -343,13 +361,17 @@ class RedisBackend(LockBackend):
             return turn
         stored = turn.value or value
         pipe = self.pipeline_for(key)
-        pipe.eval(_EXTEND.body, 1, key, stored, stored, milliseconds(timeout))
+        if limit == 1:
+            pipe.eval(_EXTEND.body, 1, key, stored, stored, milliseconds(timeout))
+        else:
+            keys = self.line_keys(key)
+            pipe.eval(SLOT_EXTEND.body, len(keys), *keys, stored, stored, milliseconds(timeout))
         pipe.execute_command("WAIT", self.replicas, self.replica_timeout_ms)
         kept, confirmed = pipe.execute()
         if not kept:
             raise LockError(f"{self.server(key)}: the lock handed over was gone before replicas confirmed it")
         if confirmed < self.replicas:
-            self.delete_if(key, stored)
+            self.delete_if(key, stored) if limit == 1 else self.delete_slot(key, stored)
             raise self.unconfirmed(key, confirmed)
         return turn
 

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from ..exceptions import shown
 from ..values.calls import Attempt, Call, Grant, Plan
-from .base import giving_back, text
+from .base import checking_limit, giving_back, text
 from .redis_clients import LuaScript
 
 logger = logging.getLogger("tasklock")
@@ -84,8 +84,9 @@ local function leave_line(waiter)
 end
 
 -- the lock (free, or still the releaser's: it is overwritten) goes to the first waiter whose
--- ticket is alive; dead tickets are dropped. False if nobody live waits.
-local function hand_over()
+-- ticket is alive; dead tickets are dropped. False if nobody live waits. With ``place``, the
+-- waiter's value and TTL (ms) go to it instead (a slot of a limited name's record).
+local function hand_over(place)
   local seconds, micros, now_ms, time
   while true do
     local waiter = redis.call('lpop', KEYS[2])
@@ -98,7 +99,7 @@ local function hand_over()
       if alive >= now_ms then
         local now = seconds * 1000000 + micros
         local value = head .. stamp(now) .. ',"expires_at":' .. stamp(now + tonumber(ttl) * 1000) .. tail
-        redis.call('set', KEYS[1], value, 'PX', ttl)
+        if place then place(value, tonumber(ttl)) else redis.call('set', KEYS[1], value, 'PX', ttl) end
         local grant = KEYS[3] .. ' ' .. waiter
         redis.call('rpush', grant, string.format('%d %d ', fence(time), now) .. value)
         redis.call('pexpire', grant, ttl)
@@ -117,6 +118,69 @@ local function first_alive(now_ms)
     if ticket and parts(ticket) >= now_ms then return waiter end
     redis.call('lpop', KEYS[2])
     redis.call('hdel', KEYS[3], waiter)
+  end
+end
+
+-- join (or stay in) the line when ARGV[4] holds a ticket, alive ARGV[5] ms more
+local function join_line(now_ms)
+  if ARGV[4] == '' then return end
+  local ticket = string.format('%d ', now_ms + tonumber(ARGV[5])) .. ARGV[4]
+  if redis.call('hset', KEYS[3], ARGV[3], ticket) == 1 then redis.call('rpush', KEYS[2], ARGV[3]) end
+  redis.call('pexpire', KEYS[2], ARGV[7])
+  redis.call('pexpire', KEYS[3], ARGV[7])
+end
+
+-- a limited name's record (``values.slots``): its holders' slots, or nil for another value
+local function load_record(stored)
+  if not stored or string.sub(stored, 1, 9) ~= '{"limit":' then return nil end
+  local ok, record = pcall(cjson.decode, stored)
+  if not ok or type(record) ~= 'table' or type(record.slots) ~= 'table' then return nil end
+  return record
+end
+
+local function live_slots(record, now_ms)
+  local kept = {}
+  for _, slot in ipairs(record.slots) do
+    if tonumber(slot[1]) > now_ms then kept[#kept + 1] = slot end
+  end
+  return kept
+end
+
+-- store the record (the key lives until its last deadline), or delete it when no slot is left
+local function save_record(limit, slots, now_ms)
+  if #slots == 0 then
+    redis.call('del', KEYS[1])
+    return
+  end
+  local parts, last = {}, now_ms + 1
+  for i, slot in ipairs(slots) do
+    parts[i] = string.format('[%d,', slot[1]) .. cjson.encode(slot[2]) .. ']'
+    if slot[1] > last then last = slot[1] end
+  end
+  local record = string.format('{"limit":%d,"slots":[', limit) .. table.concat(parts, ',') .. ']}'
+  redis.call('set', KEYS[1], record, 'PX', string.format('%d', last - now_ms))
+end
+
+-- give free slots to the live waiters in line, in order, and store the record
+local function refill(limit, slots, now_ms)
+  local function place(value, ttl) slots[#slots + 1] = {now_ms + ttl, value} end
+  while #slots < limit and hand_over(place) do end
+  save_record(limit, slots, now_ms)
+end
+
+-- a free lock, or a limited name's free slots (ARGV[2] its limit), go to the waiters in line
+local function pass_on(limit)
+  if limit == 1 then
+    if redis.call('exists', KEYS[1]) == 0 then hand_over() end
+    return
+  end
+  local _, _, now_ms = clock()
+  local stored = redis.call('get', KEYS[1])
+  local record = load_record(stored)
+  if not stored then
+    refill(limit, {}, now_ms)
+  elseif record and tonumber(record.limit) == limit then
+    refill(limit, live_slots(record, now_ms), now_ms)
   end
 end
 """
@@ -140,25 +204,21 @@ if redis.call('exists', KEYS[1]) == 0 then
     return {1, fence(time)}
   end
 end
-if ARGV[4] ~= '' then
-  local ticket = string.format('%d ', now_ms + tonumber(ARGV[5])) .. ARGV[4]
-  if redis.call('hset', KEYS[3], ARGV[3], ticket) == 1 then redis.call('rpush', KEYS[2], ARGV[3]) end
-  redis.call('pexpire', KEYS[2], ARGV[7])
-  redis.call('pexpire', KEYS[3], ARGV[7])
-end
+join_line(now_ms)
 return {0, redis.call('pttl', KEYS[1]), string.format('%d', seconds * 1000000 + micros)}
 """,
 )
 
-#: ARGV: token. Leave the line: the grant if the lock was handed over meanwhile (it is the
-#: leaver's now), else false. A free lock goes on to the next waiter.
+#: ARGV: token, the name's limit (absent: 1). Leave the line: the grant if the lock was
+#: handed over meanwhile (it is the leaver's now), else false. A free lock (free slots) goes
+#: on to the next waiters.
 LEAVE = LuaScript(
     LINE
     + b"""
 local grant = redis.call('lpop', KEYS[3] .. ' ' .. ARGV[1])
 if grant then return grant end
 leave_line(ARGV[1])
-if redis.call('exists', KEYS[1]) == 0 then hand_over() end
+pass_on(tonumber(ARGV[2]) or 1)
 return false
 """,
 )
@@ -175,6 +235,8 @@ class Turn(NamedTuple):
     server_us: int = 0
     #: seconds the lock still lives, when it is held by someone else and has a TTL
     expires_in: float | None = None
+    #: the limit the name is held with, when it is not the one asked for (else 0)
+    held_limit: int = 0
 
     @classmethod
     def granted(cls, raw: bytes) -> Turn:
@@ -189,6 +251,8 @@ class Turn(NamedTuple):
             return cls.granted(reply[1])
         if reply[0] == 1:
             return cls(int(reply[1]))
+        if reply[0] == 3:
+            return cls(held_limit=int(reply[1]))
         pttl = int(reply[1])
         return cls(0, None, int(reply[2]), pttl / 1000 if pttl > 0 else None)
 
@@ -216,18 +280,23 @@ def waiting_in_line(attempt: Attempt, max_block: float) -> Plan[Grant | None]:
     give_up = attempt.give_up if attempt.blocking else started
     key, token, timeout = attempt.key, attempt.token, attempt.timeout
     joined: tuple[float, int] | None = None  # when we were last seen in line: local, server µs
+    checked = False  # whether a refused try has checked the name's limit
     try:
         while True:
             at = time.monotonic()
             stay = min(give_up - at, max_block)
             value = attempt.value()
-            turn = yield Call("take_or_queue", (key, value, timeout, token, stay, attempt.fair))
+            turn = yield Call("take_or_queue", (key, value, timeout, token, stay, attempt.fair, attempt.limit))
             if not turn.fence and stay > 0:
                 joined = (at, turn.server_us)
+            if not (turn.fence or checked):  # the first refusal: is the name held with another limit?
+                checked = True
+                yield from checking_limit(attempt, -turn.held_limit)
+            if not turn.fence and stay > 0:
                 block = max(MIN_BLOCK, stay if turn.expires_in is None else min(stay, turn.expires_in))
                 turn = yield Call("await_grant", (key, token, block, timeout))
             elif not turn.fence and joined is not None:
-                turn = yield Call("leave", (key, token, timeout))
+                turn = yield Call("leave", (key, token, timeout, attempt.limit))
             if turn and turn.fence:
                 if turn.value is None:
                     return Grant(value, turn.fence, at)
@@ -250,7 +319,7 @@ def giving_up_place(attempt: Attempt) -> Plan[None]:
     a waiter that will never use it — also one whose reply the error cut off (the server had
     popped it: the lock holds this token). Never raises: the error that got us here counts."""
     try:
-        turn = yield Call("leave", (attempt.key, attempt.token, attempt.timeout))
+        turn = yield Call("leave", (attempt.key, attempt.token, attempt.timeout, attempt.limit))
         yield from giving_back(attempt, turn.value if turn is not None else None)
     except Exception:
         logger.warning(

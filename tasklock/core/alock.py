@@ -18,10 +18,11 @@ async def alock(
     wait: float | None = None,
     renew: bool = False,
     fair: bool = False,
+    limit: int = 1,
 ) -> AsyncIterator[Lock]:
-    """Try to take ``name`` without blocking the event loop; yields the Lock, falsy when
-    someone else holds it."""
-    held = Lock(name, timeout, cache, renew=renew, fair=fair)
+    """Try to take ``name`` (a slot of it, with ``limit``) without blocking the event loop;
+    yields the Lock, falsy when it is held by someone else (by ``limit`` others)."""
+    held = Lock(name, timeout, cache, renew=renew, fair=fair, limit=limit)
     acquired = await held.aacquire(blocking=blocking, wait=wait)
     try:
         yield held

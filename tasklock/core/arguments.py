@@ -51,6 +51,13 @@ def fair_flag(fair: object, backend: LockBackend, alias: str) -> bool:
     return fair
 
 
+def holder_limit(limit: object) -> int:
+    """``limit`` as how many holders a name may have at once: an int >= 1."""
+    if type(limit) is not int or limit < 1:
+        raise ValueError(f"limit must be an int >= 1 (how many may hold the name at once), got {limit!r}")
+    return limit
+
+
 def seconds(value: object, what: str) -> float:
     """``value`` as a lock timeout (finite, > 0, at most ``MAX_TIMEOUT``), else ``ValueError``."""
     if (type(value) is float or type(value) is int) and 0 < value <= MAX_TIMEOUT:  # the usual case

@@ -62,7 +62,7 @@ class AsyncFace:
             return await self._adrive(self._releasing())
         except asyncio.CancelledError:
             if value is not None:
-                await self._adrive(one(Call("delete_if", (self._key, value))))
+                await self._adrive(one(Call(self._delete, (self._key, value))))
             raise
 
     async def aextend(self: Lock, timeout: float | None = None) -> bool:

@@ -25,8 +25,18 @@ from ..exceptions import LockError, LockNotAcquired, shown
 from ..signals import lock_acquired, lock_attempted, lock_lost, lock_released
 from ..values.calls import Attempt, Call, Grant, Plan, one
 from ..values.holder import Holder
+from ..values.slots import held_values
 from . import journal, running
-from .arguments import cache_alias, fair_flag, key_of, lock_name, renew_flag, seconds, wait_seconds
+from .arguments import (
+    cache_alias,
+    fair_flag,
+    holder_limit,
+    key_of,
+    lock_name,
+    renew_flag,
+    seconds,
+    wait_seconds,
+)
 from .async_face import AsyncFace
 from .drivers import drive
 from .renewer import Watch, give_up_at, renewer
@@ -60,7 +70,9 @@ class Lock(AsyncFace):
     ``renew=True`` the timeout is a lease that this process's renewer extends every third
     of it while the lock is held; ``lost`` tells whether a renewal found it gone. On Redis a
     blocking acquire waits in line and a release hands the lock to the first live waiter;
-    ``fair=True`` also keeps a newcomer from taking a free lock ahead of the line.
+    ``fair=True`` also keeps a newcomer from taking a free lock ahead of the line. With
+    ``limit=N`` up to N holders hold the name at once, each in its own slot (``values.slots``):
+    its own token, deadline, renewal and fencing token; release and extend act on that slot.
 
     A Lock may be used from any thread (one at a time): each thread talks to the cache through
     its own cache object, as Django gives every thread one (pymemcache's client is not
@@ -75,8 +87,12 @@ class Lock(AsyncFace):
         *,
         renew: bool = False,
         fair: bool = False,
+        limit: int = 1,
     ) -> None:
         self.name = lock_name(name)
+        self.limit = holder_limit(limit)
+        #: the backend operations that free and rewrite this holder's value (or slot)
+        self._delete, self._replace = ("delete_if", "replace_if") if limit == 1 else ("delete_slot", "replace_slot")
         self.timeout = conf.TIMEOUT if timeout is None else seconds(timeout, "lock timeout")
         self.renew = renew_flag(renew, self.timeout, MIN_RENEWED_TIMEOUT)
         #: a renewing lock's extend() and its renewals take turns on it (a new one per acquire)
@@ -166,7 +182,9 @@ class Lock(AsyncFace):
             raise LockError(f"{self!r} is already held by this Lock; locks are not re-entrant")
         who = running.task.get() or running.NOTHING
         give_up = math.inf if wait is None else started + wait
-        return Attempt(self._key, self.token, self.name, self.timeout, *who, blocking, give_up, self.fair)
+        return Attempt(
+            self._key, self.token, self.name, self.timeout, *who, blocking, give_up, self.fair, self.limit
+        )
 
     def acquire_with(self, operation: str, *args: Any) -> bool:
         """One try at the lock through backend ``operation``: an atomic variant of ``add`` that
@@ -175,6 +193,8 @@ class Lock(AsyncFace):
         started = time.monotonic()
         if self._deadline > started:
             raise LockError(f"{self!r} is already held by this Lock; locks are not re-entrant")
+        if self.limit > 1:
+            raise LockError(f"{self!r} has limit={self.limit}: {operation} takes a lock of one holder")
         who = running.current()
         value = Holder.encode_here(self.token, self.name, time.time(), self.timeout, who.name, who.id)
         backend = self._here()
@@ -221,7 +241,7 @@ class Lock(AsyncFace):
         self._value, self._deadline = None, 0.0
         released = False
         try:
-            released = yield Call("delete_if", (self._key, value))
+            released = yield Call(self._delete, (self._key, value))
         finally:
             if journal.fd is not None:
                 journal.let_go(self.token)
@@ -269,7 +289,7 @@ class Lock(AsyncFace):
         """Put ``holder`` in place of ``value`` with a TTL of ``timeout``, owner-checked."""
         attempt = time.monotonic()
         new_value = holder.encode()
-        kept = yield Call("replace_if", (self._key, value, new_value, timeout))
+        kept = yield Call(self._replace, (self._key, value, new_value, timeout))
         return bool(kept), new_value, attempt + timeout
 
     def convert(self, state: str, timeout: float) -> bool:
@@ -278,6 +298,8 @@ class Lock(AsyncFace):
         turns a run lock into its retry's queue lock). ``release()`` still removes it. False if
         the lock was no longer this holder's."""
         timeout = seconds(timeout, "convert timeout")
+        if self.limit > 1:
+            raise LockError(f"{self!r} has limit={self.limit}: only a lock of one holder is converted")
         if self.renew:
             renewer().forget(self)
         if self._held_value() is None:  # not held, or lost (a renewal hung until the lease's end)
@@ -313,7 +335,7 @@ class Lock(AsyncFace):
         """Delete ``value``, written by a renewal that answered after the lock was given up: the
         lock would otherwise stay held, by nobody, for another lease."""
         with suppress(Exception):
-            self._drive(one(Call("delete_if", (self._key, value))))
+            self._drive(one(Call(self._delete, (self._key, value))))
 
     # -- asking ---------------------------------------------------------------------------
 
@@ -331,8 +353,12 @@ class Lock(AsyncFace):
         stored = yield Call("get", (self._key,))
         if stored is not None and stored == self._value:
             return True
-        holder = Holder.decode(stored)  # a renewal may have rewritten the value meanwhile
-        return holder is not None and holder.token == self.token and self._value is not None
+        # a renewal may have rewritten the value meanwhile
+        for value in held_values(stored):
+            holder = Holder.decode(value)
+            if holder is not None and holder.token == self.token and self._value is not None:
+                return True
+        return False
 
     # -- a block --------------------------------------------------------------------------
 
@@ -376,9 +402,11 @@ def lock(
     wait: float | None = None,
     renew: bool = False,
     fair: bool = False,
+    limit: int = 1,
 ) -> Iterator[Lock]:
-    """Try to take ``name``; yields the Lock, falsy when someone else holds it."""
-    held = Lock(name, timeout, cache, renew=renew, fair=fair)
+    """Try to take ``name`` (a slot of it, with ``limit``); yields the Lock, falsy when it is
+    held by someone else (by ``limit`` others)."""
+    held = Lock(name, timeout, cache, renew=renew, fair=fair, limit=limit)
     acquired = held.acquire(blocking=blocking, wait=wait)
     try:
         yield held

@@ -50,6 +50,8 @@ class Attempt(NamedTuple):
     give_up: float
     #: serve waiters in arrival order, newcomers included (backends that hand over)
     fair: bool
+    #: how many holders the name may have at once (``values.slots``)
+    limit: int = 1
 
     def value(self) -> str:
         """The holder metadata to write, stamped now."""

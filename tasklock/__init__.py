@@ -1,7 +1,7 @@
 """tasklock: only one Celery worker runs this at a time, on the Django cache framework."""
 
-from .core.alock import alock
-from .core.lock import Lock, lock
+from .core.blocks import alock, lock
+from .core.lock import Lock
 from .exceptions import DuplicateTask, LockError, LockNotAcquired
 from .integrations.decorator import task_lock
 from .integrations.holding import SKIPPED, held_lock

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import random
-import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,7 +20,6 @@ from ..values.calls import Attempt, Grant, Plan
 from ..values.holder import around_times
 from .base import LockBackend, Stored, text
 from .redis_clients import ERRORS, LuaScript
-from .redis_slots import SLOT_EXTEND, SLOT_RELEASE, SLOT_TAKE_OR_QUEUE
 from .redis_line import (
     LEAVE,
     LINE,
@@ -35,6 +33,8 @@ from .redis_line import (
     ticket,
     waiting_in_line,
 )
+from .redis_listing import READ, glob_escape, scan_node, stored_replies
+from .redis_slots import SLOT_EXTEND, SLOT_RELEASE, SLOT_TAKE_OR_QUEUE
 
 #: the longest single wait (BLPOP) of a waiter in line; it then renews its ticket (s)
 MAX_BLOCK = 0.5
@@ -42,8 +42,6 @@ MAX_BLOCK = 0.5
 #: that joined together do not all renew their tickets at the same moments (a burst on Redis,
 #: and on an event loop that holds hundreds of them)
 BLOCK_JITTER = 0.25
-#: keys asked of each SCAN step when listing locks
-SCAN_COUNT = 1000
 
 _ACQUIRE = LuaScript(
     NEXT_TOKEN
@@ -155,19 +153,6 @@ def write_client(cache: Any) -> Any:
     return cache._cache.get_client(write=True)  # Django: writes go to the first server
 
 
-#: values and TTLs of many keys (in the table named by ``%s``) in one reply: far cheaper to
-#: parse than a GET+PTTL pipeline
-READ_BODY = b"""
-local found = {}
-for i, key in ipairs(%s) do
-  found[2 * i - 1] = redis.call('get', key)
-  found[2 * i] = redis.call('pttl', key)
-end
-return found
-"""
-_READ = LuaScript(READ_BODY % b"KEYS")
-
-
 def queue_args(
     value: str, timeout: float, token: str, stay: float, fair: bool, limit: int
 ) -> tuple[LuaScript, tuple[Any, ...]]:
@@ -179,27 +164,8 @@ def queue_args(
     return (TAKE_OR_QUEUE, args) if limit == 1 else (SLOT_TAKE_OR_QUEUE, (*args, limit))
 
 
-def glob_escape(text: str) -> str:
-    """``text`` as a literal inside a ``SCAN MATCH`` pattern."""
-    return re.sub(r"([\\*?\[\]])", r"\\\1", text)
-
-
 def milliseconds(timeout: float) -> int:
     return max(1, math.ceil(timeout * 1000))
-
-
-def scan_node(client: Any, match: str, skip: int) -> Iterator[list[Stored]]:
-    """``SCAN MATCH`` on one server, in batches of lock keys: a key whose part after the first
-    ``skip`` characters holds a space (a waiters' list or mark) is left out."""
-    cursor = 0
-    while True:
-        cursor, found = client.scan(cursor, match=match, count=SCAN_COUNT)
-        keys = (raw.decode(errors="replace") for raw in found)
-        batch = [Stored(key) for key in keys if " " not in key[skip:]]
-        if batch:
-            yield batch
-        if not cursor:
-            return
 
 
 class RedisBackend(LockBackend):
@@ -391,18 +357,10 @@ class RedisBackend(LockBackend):
 
     def read(self, keys: list[str]) -> list[Stored]:
         """``GET`` + ``PTTL`` of every key, in one script call (an absent key reads as nil, -2)."""
-        replies = _READ(keys, client=self.client) if keys else []
+        replies = READ(keys, client=self.client) if keys else []
         return stored_replies(keys, replies)
 
     def clear(self, key: str) -> str | None:
         """``GET`` + ``DEL`` in one script, whatever the value; the lock goes to the next waiter."""
         raw = _CLEAR(self.line_keys(key), (), client=self.client)
         return text(raw)
-
-
-def stored_replies(keys: list[str], replies: list[Any]) -> list[Stored]:
-    """``Stored`` entries from alternating ``GET``/``PTTL`` replies of ``keys``."""
-    return [
-        Stored(key, text(raw), ttl / 1000 if ttl >= 0 else None)
-        for key, raw, ttl in zip(keys, replies[::2], replies[1::2], strict=True)
-    ]

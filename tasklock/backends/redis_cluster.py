@@ -21,9 +21,10 @@ from typing import Any
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from .base import LockBackend, Stored
-from .redis import READ_BODY, RedisBackend, milliseconds, scan_node, stored_replies
+from .redis import RedisBackend, milliseconds
 from .redis_clients import LuaScript, node_client
 from .redis_line import LINE_SUFFIX, TICKETS_SUFFIX
+from .redis_listing import READ_BODY, scan_node, stored_replies
 
 #: values and TTLs of keys of any slots served by the node it is sent to, passed as ARGV
 _READ_ON_NODE = LuaScript(b"#!lua flags=allow-cross-slot-keys,no-writes" + READ_BODY % b"ARGV")

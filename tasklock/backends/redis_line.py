@@ -286,7 +286,9 @@ def waiting_in_line(attempt: Attempt, max_block: float) -> Plan[Grant | None]:
             at = time.monotonic()
             stay = min(give_up - at, max_block)
             value = attempt.value()
-            turn = yield Call("take_or_queue", (key, value, timeout, token, stay, attempt.fair, attempt.limit))
+            turn = yield Call(
+                "take_or_queue", (key, value, timeout, token, stay, attempt.fair, attempt.limit)
+            )
             if not turn.fence and stay > 0:
                 joined = (at, turn.server_us)
             if not (turn.fence or checked):  # the first refusal: is the name held with another limit?

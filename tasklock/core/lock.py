@@ -12,8 +12,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from contextlib import AbstractContextManager, nullcontext, suppress
 from threading import get_ident
 from types import TracebackType
 from typing import Any
@@ -92,7 +91,9 @@ class Lock(AsyncFace):
         self.name = lock_name(name)
         self.limit = holder_limit(limit)
         #: the backend operations that free and rewrite this holder's value (or slot)
-        self._delete, self._replace = ("delete_if", "replace_if") if limit == 1 else ("delete_slot", "replace_slot")
+        self._delete, self._replace = (
+            ("delete_if", "replace_if") if limit == 1 else ("delete_slot", "replace_slot")
+        )
         self.timeout = conf.TIMEOUT if timeout is None else seconds(timeout, "lock timeout")
         self.renew = renew_flag(renew, self.timeout, MIN_RENEWED_TIMEOUT)
         #: a renewing lock's extend() and its renewals take turns on it (a new one per acquire)
@@ -390,26 +391,3 @@ def attempted(held: Lock, outcome: str, started: float, blocking: bool) -> None:
     """Send ``lock_attempted``: an acquire of ``held`` begun at ``started`` ended with ``outcome``."""
     waited = time.monotonic() - started
     lock_attempted.send_robust(sender=Lock, lock=held, outcome=outcome, waited=waited, blocking=blocking)
-
-
-@contextmanager
-def lock(
-    name: str,
-    timeout: float | None = None,
-    *,
-    cache: str | None = None,
-    blocking: bool = False,
-    wait: float | None = None,
-    renew: bool = False,
-    fair: bool = False,
-    limit: int = 1,
-) -> Iterator[Lock]:
-    """Try to take ``name`` (a slot of it, with ``limit``); yields the Lock, falsy when it is
-    held by someone else (by ``limit`` others)."""
-    held = Lock(name, timeout, cache, renew=renew, fair=fair, limit=limit)
-    acquired = held.acquire(blocking=blocking, wait=wait)
-    try:
-        yield held
-    finally:
-        if acquired:
-            held.release_quietly()

@@ -61,7 +61,9 @@ class Record:
         return cls(limit, slots)
 
     def encode(self) -> str:
-        slots = ",".join(f"[{slot.deadline_ms},{json.dumps(slot.value, ensure_ascii=False)}]" for slot in self.slots)
+        slots = ",".join(
+            f"[{slot.deadline_ms},{json.dumps(slot.value, ensure_ascii=False)}]" for slot in self.slots
+        )
         return f'{RECORD_START}{self.limit},"slots":[{slots}]}}'
 
     def live(self, now_ms: int) -> Record:

@@ -219,3 +219,30 @@ def renewed_body(self, item: str, run_id: str, seconds: float, doomed: str | Non
     if side is not None:
         side.release_quietly()
     return held_lock().lost
+
+
+@app.task(bind=True, max_retries=500)
+@task_lock(key="export:{tenant}", timeout=30, limit=2, on_locked="retry", countdown=0.1)
+def export(self, tenant: str, run_id: str, hold: float = 0.3) -> str:
+    """Issue 19: at most two exports per tenant at once."""
+    started = time.monotonic()
+    time.sleep(hold)
+    record(run_id, tenant, started)
+    return "ran"
+
+
+@app.task(bind=True, track_started=True)
+@task_lock(key="slots:{item}", timeout=60, limit=2)
+def hold_slot(self, item: str, seconds: float = 60) -> str:
+    """Holds one of two slots (a 60 s lease, renewed) until it is killed or revoked."""
+    time.sleep(seconds)
+    return "finished"
+
+
+@app.task(bind=True, track_started=True, time_limit=3)
+@task_lock(key="slots:{item}", timeout=60, limit=2)
+def hold_slot_past_time_limit(self, item: str) -> str:
+    """One of two slots; ignores SIGTERM, so the pool's SIGKILL after the hard time limit ends it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(30)
+    return "finished"

@@ -4,6 +4,7 @@ import time
 import uuid
 
 import pytest
+from django.db import connections
 
 from tasklock import Lock, LockError, lock
 from tasklock.backends import get_backend
@@ -85,7 +86,12 @@ def test_blocking_waiters_get_freed_slots(lock_cache):
     import threading
 
     got = []
-    thread = threading.Thread(target=lambda: got.append(waiter.acquire(blocking=True, wait=10)))
+
+    def wait() -> None:
+        got.append(waiter.acquire(blocking=True, wait=10))
+        connections.close_all()
+
+    thread = threading.Thread(target=wait)
     thread.start()
     time.sleep(0.2)
     assert holders[0].release()
@@ -98,3 +104,57 @@ def test_record_round_trip():
     record = Record(3).adding('{"token":"a/é\\"x"}', 5).adding("b", 9)
     assert Record.decode(record.encode()) == record
     assert Record.decode('{"token":"x"}') is None and Record.decode('{"limit":"3","slots":[]}') is None
+
+
+@pytest.mark.parametrize("limit", [0, -1, True, "3", 2.5])
+def test_task_lock_refuses_a_bad_limit_at_decoration(limit):
+    from tasklock import task_lock
+
+    with pytest.raises(ValueError, match="limit"):
+        task_lock("x", limit=limit)
+
+
+@pytest.mark.parametrize("unique", ["until_executing", "until_executed", "until_and_while_executing"])
+def test_a_limit_with_a_publish_time_unique_mode_is_refused(unique):
+    from tasklock import task_lock
+
+    with pytest.raises(ValueError, match=r"limit=2.*unique"):
+        task_lock("x", limit=2, unique=unique)
+
+
+def test_task_lock_on_a_function_admits_limit_calls(lock_cache):
+    from tasklock import LockNotAcquired, task_lock
+
+    name = _name()
+    inside = []
+
+    @task_lock(key=lambda depth: name, timeout=30, cache=lock_cache, limit=2, on_locked="raise")
+    def nested(depth: int) -> int:
+        inside.append(depth)
+        return nested(depth + 1) if depth < 2 else depth
+
+    with pytest.raises(LockNotAcquired):  # the third nested call finds both slots taken
+        nested(0)
+    assert inside == [0, 1]
+    assert not Lock(name, cache=lock_cache, limit=2).locked()
+
+
+def test_alock_takes_slots_as_lock_does(lock_cache):
+    import asyncio
+
+    from tasklock import alock
+
+    name = _name()
+
+    async def main() -> list[bool]:
+        async with (
+            alock(name, 30, cache=lock_cache, limit=2) as first,
+            alock(name, 30, cache=lock_cache, limit=2) as second,
+            alock(name, 30, cache=lock_cache, limit=2) as third,
+        ):
+            with pytest.raises(LockError, match="limit=2"):
+                await Lock(name, 30, lock_cache).aacquire()
+            return [bool(first), bool(second), bool(third)]
+
+    assert asyncio.run(main()) == [True, True, False]
+    assert not Lock(name, cache=lock_cache, limit=2).locked()

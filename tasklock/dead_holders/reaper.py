@@ -19,12 +19,13 @@ import logging
 from django.db import connections
 
 from ..backends import get_backend
-from ..backends.base import LockBackend, Stored
+from ..backends.base import LockBackend
 from ..core import journal
 from ..core.lock import Lock
 from ..signals import lock_reaped
 from ..values.holder import QUEUED, Holder
 from ..values.processes import is_gone, same_process_space, wait_gone
+from ..values.slots import held_values
 
 logger = logging.getLogger("tasklock")
 
@@ -33,9 +34,10 @@ logger = logging.getLogger("tasklock")
 GONE_WITHIN = 5.0
 
 
-def _free(backend: LockBackend, key: str, value: str, holder: Holder, reason: str) -> bool:
-    """Delete ``key`` if it still holds ``value``; log and signal it."""
-    if not backend.delete_if(key, value):
+def _free(backend: LockBackend, key: str, stored: str, value: str, holder: Holder, reason: str) -> bool:
+    """Free holder ``value`` of ``key`` (its value ``stored``: ``value``, or a limited name's
+    record, whose other holders keep their slots) if it still holds it; log and signal it."""
+    if not backend.delete_holder(key, stored, value):
         return False
     logger.warning(
         "freed lock %r of dead holder %s (task %s, %s)", holder.name, holder.holder, holder.task_id, reason
@@ -50,17 +52,21 @@ def reap_holder(name: str, alias: str | None, task_id: str, reason: str) -> bool
     this machine that is gone (waiting up to ``GONE_WITHIN`` for it to go). True if freed."""
     backend = get_backend(alias)
     key = backend.key(name)
-    value = backend.get(key)
-    holder = Holder.decode(value)
-    if value is None or holder is None or holder.task_id != task_id or holder.state == QUEUED:
-        return False  # a queue lock waits for a message on the broker, not for a process
-    if not same_process_space(holder.host, holder.machine) or not wait_gone(holder.pid, GONE_WITHIN):
+    stored = backend.get(key)
+    if stored is None:
         return False
-    return _free(backend, key, value, holder, reason)
+    freed = False
+    for value in held_values(stored):
+        holder = Holder.decode(value)
+        if holder is None or holder.task_id != task_id or holder.state == QUEUED:
+            continue  # a queue lock waits for a message on the broker, not for a process
+        if same_process_space(holder.host, holder.machine) and wait_gone(holder.pid, GONE_WITHIN):
+            freed = _free(backend, key, stored, value, holder, reason) or freed
+    return freed
 
 
-def _dead(stored: Stored) -> Holder | None:
-    holder = Holder.decode(stored.value)
+def _dead(value: str) -> Holder | None:
+    holder = Holder.decode(value)
     if holder is None or holder.state == QUEUED:
         return None  # a queue lock's holder is its publisher, which may well have exited
     if same_process_space(holder.host, holder.machine) and is_gone(holder.pid):
@@ -80,9 +86,10 @@ def reap_dead_processes(alias: str | None = None) -> int:
         read = {stored.key: stored for stored in backend.read(unread)} if unread else {}
         for stored in batch:
             stored = read.get(stored.key, stored)
-            holder = _dead(stored)
-            if holder is not None and stored.value is not None:
-                freed += _free(backend, stored.key, stored.value, holder, "dead-process")
+            for value in held_values(stored.value):
+                holder = _dead(value)
+                if holder is not None and stored.value is not None:
+                    freed += _free(backend, stored.key, stored.value, value, holder, "dead-process")
     return freed
 
 
@@ -93,17 +100,18 @@ def free_journalled(pid: int) -> int:
     for entry in journal.entries(pid):
         try:
             backend = get_backend(entry.alias)
-            value = backend.get(entry.key)
-            holder = Holder.decode(value)
-            if (
-                value is not None
-                and holder is not None
-                and holder.token == entry.token
-                and holder.pid == pid
-                and holder.state != QUEUED  # a queue lock waits for its task's next message
-                and same_process_space(holder.host, holder.machine)
-            ):
-                freed += _free(backend, entry.key, value, holder, "worker-lost")
+            stored = backend.get(entry.key)
+            for value in held_values(stored):
+                holder = Holder.decode(value)
+                if (
+                    stored is not None
+                    and holder is not None
+                    and holder.token == entry.token
+                    and holder.pid == pid
+                    and holder.state != QUEUED  # a queue lock waits for its task's next message
+                    and same_process_space(holder.host, holder.machine)
+                ):
+                    freed += _free(backend, entry.key, stored, value, holder, "worker-lost")
         except Exception:
             logger.warning("could not free lock %r of dead process %s", entry.key, pid, exc_info=True)
     connections.close_all()  # the watcher thread's, if the lock cache is a database

@@ -47,9 +47,8 @@ def locked_coroutine(
                 f'task_lock(on_locked="retry") needs a Celery task, and {fn.__qualname__} is a coroutine '
                 "function, which Celery does not run; use another policy"
             )
-        held = Lock(
-            lock_name(None, args, kwargs, False), spec.timeout, spec.cache, renew=spec.renew, fair=spec.fair
-        )
+        name = lock_name(None, args, kwargs, False)
+        held = Lock(name, spec.timeout, spec.cache, renew=spec.renew, fair=spec.fair, limit=spec.limit)
         if spec.on_locked == "wait":
             acquired = await held.aacquire(
                 blocking=True, wait=held.timeout if spec.wait is None else spec.wait

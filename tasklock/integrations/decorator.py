@@ -18,7 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from ..backends import family_of
-from ..core.arguments import cache_alias, seconds
+from ..core.arguments import cache_alias, holder_limit, seconds
 from ..core.lock import MIN_RENEWED_TIMEOUT, Lock
 from ..core.running import NOTHING, Running
 from ..core.running import task as running_task_var
@@ -73,6 +73,7 @@ class LockSpec:
     unique: Mode = WHILE_EXECUTING
     on_duplicate: OnDuplicate = "existing"
     fair: bool = False
+    limit: int = 1
 
 
 def _non_negative(value: object, what: str) -> float | None:
@@ -147,6 +148,7 @@ def task_lock(
     unique: Mode = WHILE_EXECUTING,
     on_duplicate: OnDuplicate | None = None,
     fair: bool = False,
+    limit: int = 1,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Hold a lock named from the task and its arguments while the body runs.
 
@@ -162,6 +164,7 @@ def task_lock(
     ``until_executing``, ``until_executed``, ``until_and_while_executing``; a duplicate
     publish returns the existing task's result (``on_duplicate="existing"``, the default) or
     raises ``DuplicateTask``. ``fair`` serves ``wait``-ers in arrival order (Redis caches only).
+    ``limit=N`` lets up to N calls with one lock name run at once (each holds its own slot).
     """
     if unique not in MODES:
         raise ValueError(f"task_lock unique must be one of {MODES}, got {unique!r}")
@@ -175,6 +178,12 @@ def task_lock(
         )
     if on_locked is not None and on_locked not in POLICIES:
         raise ValueError(f"task_lock on_locked must be one of {POLICIES} or None, got {on_locked!r}")
+    limit = holder_limit(limit)
+    if limit > 1 and unique != WHILE_EXECUTING:
+        raise ValueError(
+            f'task_lock limit={limit} needs unique="{WHILE_EXECUTING}" (the default): a unique= mode '
+            f"keeps one queued or running copy per name, which contradicts {limit} at once"
+        )
     if wait is not None and on_locked != "wait":
         raise ValueError('task_lock wait= only applies to on_locked="wait"')
     spec = LockSpec(
@@ -188,6 +197,7 @@ def task_lock(
         unique=unique,
         on_duplicate=on_duplicate or "existing",
         fair=fair,
+        limit=limit,
     )
     if not isinstance(fair, bool):
         raise ValueError(f"task_lock fair must be True or False, got {fair!r}")
@@ -278,7 +288,7 @@ def task_lock(
             if task_id:  # the queue lock goes as the body starts; the body runs unlocked
                 free_queued(name, cache, task_id)
             return fn(*args, **kwargs)
-        held = Lock(name, spec.timeout, cache, renew=spec.renew, fair=fair)
+        held = Lock(name, spec.timeout, cache, renew=spec.renew, fair=fair, limit=spec.limit)
         if not _take(held, task_id):
             return _contended(held.name, task, running, task_id, django)
         holding = _holding.set(held)

@@ -158,3 +158,27 @@ def test_alock_takes_slots_as_lock_does(lock_cache):
 
     assert asyncio.run(main()) == [True, True, False]
     assert not Lock(name, cache=lock_cache, limit=2).locked()
+
+
+def test_renewed_holders_keep_their_slots_past_many_leases(lock_cache):
+    name = _name()
+    holders = [Lock(name, 0.6, lock_cache, renew=True, limit=2) for _ in range(2)]
+    assert all(each.acquire() for each in holders)
+    deadline = time.monotonic() + 2.5  # four leases
+    while time.monotonic() < deadline:
+        assert not Lock(name, 30, lock_cache, limit=2).acquire()
+        time.sleep(0.1)
+    assert all(each.owned() and not each.lost for each in holders)
+    assert all(each.release() for each in holders)
+
+
+def test_slots_on_a_redis_cluster(cluster_cache):
+    name = _name()
+    holders = [Lock(name, 30, cluster_cache, limit=2) for _ in range(3)]
+    assert [each.acquire() for each in holders] == [True, True, False]
+    with pytest.raises(LockError, match="limit=2"):
+        Lock(name, 30, cluster_cache).acquire()
+    assert holders[0].release()
+    assert holders[2].acquire(blocking=True, wait=5)
+    assert holders[1].release() and holders[2].release()
+    assert not holders[0].locked()

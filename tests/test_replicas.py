@@ -75,6 +75,29 @@ def test_replicas_confirm_an_acquire(settings, sentinel_cache):
     assert held.release()
 
 
+def test_replicas_confirm_each_slot_of_a_limited_name(settings, sentinel_cache):
+    settings.TASKLOCK = {"REPLICAS": 1, "REPLICA_TIMEOUT": 1}
+    holders = [Lock("sentinel:limited", timeout=5, cache=sentinel_cache, limit=2) for _ in range(3)]
+    assert [each.acquire() for each in holders] == [True, True, False]
+    assert all(isinstance(each.fencing_token, int) for each in holders[:2])
+    assert holders[0].release() and holders[1].release()
+
+
+def test_too_few_replicas_fail_a_slot_closed(settings, lock_cache_redis):
+    """A slot the replicas did not confirm is freed, and the other holder keeps its own."""
+    other = Lock("lonely-slots", timeout=5, cache=lock_cache_redis, limit=2)
+    assert other.acquire()
+    settings.TASKLOCK = {"REPLICAS": 1, "REPLICA_TIMEOUT": 0.05}
+    held = Lock("lonely-slots", timeout=5, cache=lock_cache_redis, limit=2)
+    with pytest.raises(LockError, match="0 of 1 replicas"):
+        held.acquire()
+    settings.TASKLOCK = {}
+    assert not held and other.owned()
+    again = Lock("lonely-slots", timeout=5, cache=lock_cache_redis, limit=2)
+    assert again.acquire(), "the unconfirmed slot was freed"
+    assert again.release() and other.release()
+
+
 def test_too_few_replicas_fail_closed(settings, lock_cache_redis):
     """A primary without the replicas asked for: the lock is taken back and LockError raised."""
     settings.TASKLOCK = {"REPLICAS": 1, "REPLICA_TIMEOUT": 0.05}

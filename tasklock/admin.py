@@ -5,6 +5,10 @@ lock cache through ``HeldLockChangeList``. Viewing needs ``tasklock.view_heldloc
 ``force_clear`` action needs ``tasklock.delete_heldlock`` and follows ``delete_selected``'s
 protocol: the selected names as ``_selected_action``, a confirmation page, then the same POST
 with ``post=yes``; ``select_across=1`` takes every lock matching the current search.
+
+A limited name (``limit=N``) has a row per holder, its "limit" column saying how many of
+``limit`` hold it ("2/3"); selecting either row selects the name, and force-clearing it frees
+every holder (its ``LogEntry`` says how many).
 """
 
 from __future__ import annotations
@@ -53,7 +57,8 @@ def duration(seconds: float) -> str:
 @admin.register(HeldLock)
 class HeldLockAdmin(admin.ModelAdmin):
     list_display = (
-        "name", "state", "holder", "task_name", "task_id", "acquired", HELD_FOR, "waiting", "expires_in"
+        "name", "slots", "state", "holder", "task_name", "task_id",
+        "acquired", HELD_FOR, "waiting", "expires_in",
     )  # fmt: skip
     list_display_links = None
     search_fields = ("name",)
@@ -62,6 +67,11 @@ class HeldLockAdmin(admin.ModelAdmin):
     list_per_page = 100
     show_full_result_count = False
     actions = ["force_clear"]
+
+    @admin.display(description=_("limit"), empty_value="-")
+    def slots(self, held: HeldLock) -> str | None:
+        """A limited name's live holders of its limit ("2/3"); None for an ordinary lock."""
+        return f"{held.holders}/{held.limit}" if held.limit > 1 else None
 
     @admin.display(description=_("acquired at"), empty_value="-")
     def acquired(self, held: HeldLock) -> str | None:
@@ -122,14 +132,15 @@ class HeldLockAdmin(admin.ModelAdmin):
         if request.POST.get("post"):
             self._clear(request, queryset)
             return None
-        shown = queryset.page(0, CONFIRM_SHOWN)
+        names = queryset.ordered_by(None)
+        shown = names.page(0, CONFIRM_SHOWN)
         context = {
             **self.admin_site.each_context(request),
             "title": _("Are you sure?"),
             "subtitle": None,
             "opts": self.opts,
             "held_locks": shown,
-            "more": max(queryset.count() - len(shown), 0),
+            "more": max(names.count() - len({held.name for held in shown}), 0),
             "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
             "select_across": request.POST.get("select_across") == "1",
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
@@ -139,16 +150,25 @@ class HeldLockAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/tasklock/heldlock/force_clear_confirmation.html", context)
 
     def _clear(self, request: HttpRequest, queryset: HeldLockQuery) -> None:
-        """Clear every selected lock; a LogEntry for each one actually cleared."""
+        """Clear every selected lock (each holder of a limited name); a LogEntry for each one
+        actually cleared. A lock's rows come together, so each name is cleared once."""
         by = request.user.get_username()
         batch: list[HeldLock] = []
         cleared = gone = 0
+        last = None
         for held in queryset:
-            if force_clear(held.name, by=by, via="admin", cache=queryset.cache):
-                batch.append(held)
-                cleared += 1
-            else:
+            if held.name == last:
+                continue
+            last = held.name
+            removed = force_clear(held.name, by=by, via="admin", cache=queryset.cache)
+            if not removed:
                 gone += 1
+                continue
+            cleared += 1
+            if removed[0].limit > 1:
+                self._log(request, [held], limited_message(len(removed), removed[0].limit))
+            else:
+                batch.append(held)
             if len(batch) >= LOG_BATCH:
                 self._log(request, batch)
                 batch = []
@@ -166,8 +186,13 @@ class HeldLockAdmin(admin.ModelAdmin):
             )
 
     @staticmethod
-    def _log(request: HttpRequest, cleared: list[HeldLock]) -> None:
+    def _log(
+        request: HttpRequest, cleared: list[HeldLock], message: str = "Force-cleared the held lock."
+    ) -> None:
         if cleared:
-            LogEntry.objects.log_actions(
-                request.user.pk, cleared, DELETION, change_message="Force-cleared the held lock."
-            )
+            LogEntry.objects.log_actions(request.user.pk, cleared, DELETION, change_message=message)
+
+
+def limited_message(holders: int, limit: int) -> str:
+    """The ``LogEntry`` message of a limited name force-cleared."""
+    return f"Force-cleared the held lock: its {holders} of {limit} holders."

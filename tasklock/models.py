@@ -26,6 +26,9 @@ class HeldLock(models.Model):
     acquired_at = models.DateTimeField(_("acquired at"))
     expires_in = models.FloatField(_("expires in (s)"))
     state = models.TextField(_("state"), help_text=_("running, or queued: the task waits in the queue"))
+    #: not fields (no migration): the name's limit, and how many live holders it has
+    limit: int = 1
+    holders: int = 1
 
     class Meta:
         managed = False
@@ -38,7 +41,7 @@ class HeldLock(models.Model):
 
     @classmethod
     def from_info(cls, info: HeldLockInfo) -> HeldLock:
-        return cls(
+        held = cls(
             name=info.name,
             holder=info.holder,
             task_name=info.task_name,
@@ -47,3 +50,5 @@ class HeldLock(models.Model):
             expires_in=info.expires_in,
             state=info.state,
         )
+        held.limit, held.holders = info.limit, info.holders
+        return held

@@ -25,7 +25,7 @@ from tests.settings import build_caches
 from tests.tasks import ping
 from tests.waiting import wait_until
 
-JSON_KEYS = {"name", "holder", "task_name", "task_id", "acquired_at", "expires_in", "state"}
+JSON_KEYS = {"name", "holder", "task_name", "task_id", "acquired_at", "expires_in", "state", "limit"}
 #: names with glob characters, spaces (hashed cache keys) and HTML
 NAMES = ["report[1]", "report*x", "a?b", "plain", "has space", "<b>x</b>"]
 

@@ -7,12 +7,18 @@ page costs one pass and the memory of one batch plus the page, however many lock
 Ordered by age ("held for"), the pass reads every matching value and keeps the ``offset +
 limit`` youngest (or oldest) on a heap. The page's rows then learn how many wait in line for
 each (``waiters``; Redis only), in one more call.
+
+Counts and pages are in names. A limited name (``limit=N``) shows a row per holder, together
+(the inventory yields them so), so a page of ``limit`` names may hold more rows than that;
+ordered by age, a limited name takes the place of its oldest (or youngest) holder.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Iterator
+from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 from django.contrib import messages
@@ -72,15 +78,14 @@ class HeldLockQuery:
             found = inventory.find(self.names) if self.names is not None else inventory.each(matches)
             return by_age(found, self.order == f"-{HELD_FOR}", offset, limit)
         if self.names is not None:
-            found = [e for e in inventory.find(self.names) if matches is None or matches(e.name)]
-            return len(found), found[offset : None if limit is None else offset + limit]
+            found = (e for e in inventory.find(self.names) if matches is None or matches(e.name))
+            return by_name(found, offset, limit)
         if limit is None:
-            found = list(inventory.each(matches))
-            return len(found), found[offset:]
+            return by_name(inventory.each(matches), offset, None)
         return inventory.page(matches, offset, limit)
 
     def page(self, offset: int, limit: int) -> list[HeldLock]:
-        """``limit`` locks from ``offset``; the count comes with it, in the same pass."""
+        """Every holder of ``limit`` locks from ``offset``; the count comes with it, in the same pass."""
         self._count, infos = self._infos(offset, limit)
         return [HeldLock.from_info(info) for info in infos]
 
@@ -106,28 +111,54 @@ class HeldLockQuery:
             yield HeldLock.from_info(info)
 
 
+#: a lock's rows: one, or a limited name's holders
+Rows = list[HeldLockInfo]
+
+
+def names_of(entries: Iterable[HeldLockInfo]) -> Iterator[Rows]:
+    """The rows of each lock in ``entries``, whose rows come together."""
+    for _name, group in groupby(entries, key=attrgetter("name")):
+        yield list(group)
+
+
+def by_name(
+    entries: Iterable[HeldLockInfo], offset: int, limit: int | None
+) -> tuple[int, list[HeldLockInfo]]:
+    """How many locks ``entries`` hold, and every row of ``limit`` of them from ``offset``."""
+    count, kept = 0, []
+    for group in names_of(entries):
+        if offset <= count and (limit is None or count < offset + limit):
+            kept.extend(group)
+        count += 1
+    return count, kept
+
+
 def by_age(
     entries: Iterable[HeldLockInfo], oldest_first: bool, offset: int, limit: int | None
 ) -> tuple[int, list[HeldLockInfo]]:
-    """How many ``entries`` there are, and ``limit`` of them from ``offset`` ordered by age;
-    only ``offset + limit`` are kept while they pass. A foreign value (no age) comes last."""
+    """How many locks ``entries`` hold, and every row of ``limit`` of them from ``offset`` ordered
+    by age (a limited name by its first holder so ordered, its holders in that order too); only
+    ``offset + limit`` locks are kept while they pass. A foreign value (no age) comes last."""
     count = 0
-
-    def counted() -> Iterator[HeldLockInfo]:
-        nonlocal count
-        for entry in entries:
-            count += 1
-            yield entry
 
     def age(entry: HeldLockInfo) -> tuple[bool, float]:
         acquired = entry.acquired_at.timestamp() if entry.acquired_at is not None else 0.0
         return entry.acquired_at is None, acquired if oldest_first else -acquired
 
+    def counted() -> Iterator[Rows]:
+        nonlocal count
+        for group in names_of(entries):
+            count += 1
+            yield sorted(group, key=age)
+
+    def first(group: Rows) -> tuple[bool, float]:
+        return age(group[0])
+
     if limit is None:
-        ordered = sorted(counted(), key=age)
+        ordered = sorted(counted(), key=first)
     else:
-        ordered = heapq.nsmallest(offset + limit, counted(), key=age)
-    return count, ordered[offset:]
+        ordered = heapq.nsmallest(offset + limit, counted(), key=first)
+    return count, [entry for group in ordered[offset:] for entry in group]
 
 
 class HeldLockChangeList(ChangeList):

@@ -9,6 +9,9 @@ A value tasklock did not write (an app's own ``cache.set`` inside the prefix, by
 not UTF-8) is a foreign holder: it blocks its lock like any holder, so it is listed, named
 from its key, with holder ``FOREIGN`` and no task or acquisition time. One under a hashed key
 cannot be named and is left out of listings (``find`` by name still sees it).
+
+A limited name (``limit=N``, ``values.slots``) is one key but a row per live holder, each with
+its own slot's expiry; its rows come together, in the order of its slots.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import fnmatch
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +30,7 @@ from ..conf import conf
 from ..core.lock import cache_alias
 from ..values.holder import QUEUED, RUNNING, Holder
 from ..values.names import HASH_MARK
+from ..values.slots import Record, held_values
 
 Matcher = Callable[[str], bool]
 
@@ -51,8 +55,8 @@ def containing(text: str) -> Matcher:
 
 @dataclass(frozen=True, slots=True)
 class HeldLockInfo:
-    """One held lock as an operator sees it; a foreign holder has no acquisition time, and no
-    expiry where the server keeps no readable TTL."""
+    """One holder of a lock as an operator sees it; a foreign holder has no acquisition time,
+    and no expiry where the server keeps no readable TTL."""
 
     name: str
     holder: str
@@ -62,6 +66,10 @@ class HeldLockInfo:
     expires_in: float | None
     #: ``"running"``, or ``"queued"`` for an enqueue-time lock whose task waits in the queue
     state: str = RUNNING
+    #: the name's ``limit``: 1 for an ordinary lock
+    limit: int = 1
+    #: how many live holders the name has (a row each): 1 for an ordinary lock
+    holders: int = 1
 
     @classmethod
     def from_stored(cls, name: str, stored: Stored, now: float) -> HeldLockInfo | None:
@@ -96,7 +104,35 @@ class HeldLockInfo:
             "acquired_at": None if self.acquired_at is None else self.acquired_at.isoformat(),
             "expires_in": self.expires_in,
             "state": self.state,
+            "limit": self.limit,
         }
+
+
+def server_ms(record: Record, ttl: float | None, now: float) -> int:
+    """The clock of ``record``'s deadlines, now (ms): the server's on Redis (the key lives until
+    the last deadline, so that deadline less the key's TTL), else this machine's."""
+    if ttl is None or not record.slots:
+        return int(now * 1000)
+    return max(slot.deadline_ms for slot in record.slots) - round(ttl * 1000)
+
+
+def rows(name: str, stored: Stored, now: float) -> list[HeldLockInfo]:
+    """The entries of ``stored``, the key of lock ``name``: one per live holder of a limited
+    name, each expiring with its own slot; else ``HeldLockInfo.from_stored``'s one, if any."""
+    record = Record.decode(stored.value)
+    if record is None:
+        entry = HeldLockInfo.from_stored(name, stored, now)
+        return [] if entry is None else [entry]
+    clock_ms = server_ms(record, stored.ttl, now)
+    live = record.live(clock_ms).slots
+    slots = (Stored(stored.key, slot.value, (slot.deadline_ms - clock_ms) / 1000) for slot in live)
+    entries = (HeldLockInfo.from_stored(name, slot, now) for slot in slots)
+    return [replace(entry, limit=record.limit, holders=len(live)) for entry in entries if entry]
+
+
+def holder_in(stored: str | None) -> Holder | None:
+    """The holder named in a stored value (a limited name's first); None for a foreign value."""
+    return next(filter(None, map(Holder.decode, held_values(stored))), None)
 
 
 @contextmanager
@@ -136,7 +172,7 @@ class Inventory:
                 name = name_in(stored.key)
                 if name is None:
                     stored = read.get(stored.key, stored)
-                    holder = Holder.decode(stored.value)
+                    holder = holder_in(stored.value)
                     if holder is None:
                         continue
                     name = holder.name
@@ -147,11 +183,10 @@ class Inventory:
         unread = [s.key for _, s in found if s.value is None]
         fresh = {s.key: s for s in self.backend.read(unread)} if unread else {}
         now = time.time()
-        entries = (HeldLockInfo.from_stored(name, fresh.get(s.key, s), now) for name, s in found)
-        return [entry for entry in entries if entry is not None]
+        return [entry for name, s in found for entry in rows(name, fresh.get(s.key, s), now)]
 
     def each(self, matches: Matcher | None = None) -> Iterator[HeldLockInfo]:
-        """Every held lock whose name ``matches``, in scan order, read a batch at a time."""
+        """Every holder of a lock whose name ``matches``, in scan order, read a batch at a time."""
         with cache_errors(self.backend, self.alias, "listing locks"):
             found: list[tuple[str, Stored]] = []
             for name, stored in self._named():
@@ -163,11 +198,12 @@ class Inventory:
             yield from self._complete(found)
 
     def entries(self, matches: Matcher | None = None) -> list[HeldLockInfo]:
-        """Every held lock whose name ``matches``, sorted by name."""
+        """Every holder of a lock whose name ``matches``, sorted by name."""
         return sorted(self.each(matches), key=lambda entry: entry.name)
 
     def page(self, matches: Matcher | None, offset: int, limit: int) -> tuple[int, list[HeldLockInfo]]:
-        """How many held locks match, and the ``limit`` of them from ``offset``, in scan order."""
+        """How many held locks match, and every holder of the ``limit`` of them from ``offset``,
+        in scan order: counted in names (keys), so a limited name's holders add rows, not names."""
         with cache_errors(self.backend, self.alias, "listing locks"):
             count = 0
             picked: list[tuple[str, Stored]] = []
@@ -179,16 +215,17 @@ class Inventory:
             return count, self._complete(picked)
 
     def find(self, names: Iterable[str]) -> list[HeldLockInfo]:
-        """The held locks among ``names``, in their order."""
+        """The holders of the held locks among ``names``, in their order."""
         found = [(name, Stored(self.backend.key(name))) for name in dict.fromkeys(names)]
         with cache_errors(self.backend, self.alias, "reading locks"):
             return self._complete(found)
 
 
 def held_locks(match: str | None = None, cache: str | None = None) -> Iterator[HeldLockInfo]:
-    """Every lock held in ``cache`` (default ``TASKLOCK["CACHE"]``) whose name matches the shell
-    glob ``match`` (``fnmatch.fnmatchcase``; None: all), in the backend's order, read a batch at
-    a time. A cache error is a ``LockError``, raised when iterating."""
+    """Every holder of a lock in ``cache`` (default ``TASKLOCK["CACHE"]``; a row per holder of a
+    limited name) whose name matches the shell glob ``match`` (``fnmatch.fnmatchcase``; None:
+    all), in the backend's order, read a batch at a time. A cache error is a ``LockError``,
+    raised when iterating."""
     if match is not None and not isinstance(match, str):
         raise TypeError(f"match must be a shell glob (str) or None, got {type(match).__name__}")
     return Inventory(cache_alias(cache)).each(glob(match) if match is not None else None)

@@ -2,6 +2,8 @@
 
 Names, holders and task fields come from task arguments and cache values: the table shows
 their non-printable characters escaped (``\\x1b``, ``\\n``), so none reaches the terminal.
+A limited name (``limit=N``) has a row per holder, named ``name (2/3)``: 2 live holders of 3;
+``clear`` counts names, and frees every holder of each.
 """
 
 from __future__ import annotations
@@ -80,10 +82,11 @@ class Command(BaseCommand):
             self.stderr.write(f"No lock named {name!r} is held.")
         if entries:
             self.stdout.write(table(entries))
+        held = list(dict.fromkeys(entry.name for entry in entries))
         if options.get("dry_run"):
-            self.stdout.write(f"Would clear {plural(len(entries))} (dry run).")
-        elif entries and self.confirmed(len(entries), options):
-            gone = self.clear_entries(inventory, entries)
+            self.stdout.write(f"Would clear {plural(len(held))} (dry run).")
+        elif held and self.confirmed(len(held), options):
+            gone = self.clear_names(inventory, held)
             missing.extend(gone)
         elif not entries:
             self.stdout.write("No locks to clear.")
@@ -107,15 +110,15 @@ class Command(BaseCommand):
         self.stdout.write("Nothing cleared.")
         return False
 
-    def clear_entries(self, inventory: Inventory, entries: list[HeldLockInfo]) -> list[str]:
-        """Clear each entry; the names already gone by then."""
+    def clear_names(self, inventory: Inventory, names: list[str]) -> list[str]:
+        """Clear each named lock (every holder); the names already gone by then."""
         by = os_user()
         cleared, gone = 0, []
-        for entry in entries:
-            if force_clear(entry.name, by=by, via="command", cache=inventory.alias):
+        for name in names:
+            if force_clear(name, by=by, via="command", cache=inventory.alias):
                 cleared += 1
             else:
-                gone.append(entry.name)
+                gone.append(name)
         self.stdout.write(self.style.SUCCESS(f"Cleared {plural(cleared)}."))
         return gone
 
@@ -132,10 +135,10 @@ def printable(text: str) -> str:
 
 
 def table(entries: list[HeldLockInfo]) -> str:
-    """The entries as an aligned text table, one row per lock; "-" for what is unknown."""
+    """The entries as an aligned text table, one row per holder; "-" for what is unknown."""
     rows = [COLUMNS] + [
         (
-            printable(entry.name),
+            printable(entry.name if entry.limit == 1 else f"{entry.name} ({entry.holders}/{entry.limit})"),
             entry.state,
             printable(entry.holder),
             printable(entry.task_name or "-"),

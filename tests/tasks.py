@@ -168,18 +168,19 @@ def fencing_token(self, item: int) -> int | None:
     return held_lock().fencing_token
 
 
-def _killed_at_start(cache: str):
+def _killed_at_start(cache: str, limit: int = 1):
     """Issue 17, item 6: an ``acks_late`` + ``reject_on_worker_lost`` task whose first delivery
     SIGKILLs its own child right after taking its lock (before the worker's main process can
-    have seen the request run); the redelivered copy waits for the lock and runs its body."""
+    have seen the request run); the redelivered copy waits for the lock and runs its body.
+    With ``limit``, the lock is one slot of ``killed:{item}`` (issue 19)."""
 
     @app.task(
-        name=f"tests.tasks.killed_at_start_{cache}",
+        name=f"tests.tasks.killed_at_start_{cache}" + (f"_limit_{limit}" if limit > 1 else ""),
         acks_late=True,
         reject_on_worker_lost=True,
         time_limit=300,
     )
-    @task_lock(key="killed:{item}", timeout=60, cache=cache, on_locked="wait", wait=30)
+    @task_lock(key="killed:{item}", timeout=60, cache=cache, on_locked="wait", wait=30, limit=limit)
     def killed_at_start(item: str, run_id: str) -> str:
         started = time.monotonic()
         client = redis.Redis.from_url(settings.CELERY_RESULT_BACKEND)
@@ -193,6 +194,7 @@ def _killed_at_start(cache: str):
 
 
 killed_at_start = {cache: _killed_at_start(cache) for cache in ("default", "memcached")}
+killed_at_start_limited = {cache: _killed_at_start(cache, limit=2) for cache in ("default", "memcached")}
 
 
 @receiver(lock_lost)

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 
 import pytest
@@ -18,7 +19,7 @@ from tasklock.values.processes import MACHINE
 from tasklock.values.slots import Record
 from tests import tasks
 from tests.test_celery import intervals, max_concurrency
-from tests.test_lifetime import FREED_WITHIN, started_pid, wait_until
+from tests.test_lifetime import FREED_AFTER_DEATH, FREED_WITHIN, died, started_pid, wait_until
 
 
 def test_ten_exports_of_one_tenant_run_two_at_a_time(celery_worker):
@@ -91,3 +92,28 @@ def test_the_start_up_reaper_frees_only_dead_holders_slots(lock_cache):
         assert record is not None and [slot.holder.pid for slot in record.slots] == [os.getpid()]
     finally:
         alive.release()
+
+
+@pytest.mark.parametrize("cache", ["default", "memcached"])
+def test_a_child_killed_right_after_taking_a_slot_frees_only_that_slot(cache, celery_worker, request):
+    """The journal's path (the main process has not seen the request run): the dead child's
+    slot is freed within seconds, the redelivered copy takes it, and this process keeps its own."""
+    if cache == "memcached":
+        request.getfixturevalue("memcached_server")
+    item, run_id = uuid.uuid4().hex, uuid.uuid4().hex
+    mine = Lock(f"killed:{item}", timeout=60, cache=cache, limit=2)
+    assert mine.acquire()
+    result = tasks.killed_at_start_limited[cache].delay(item, run_id)
+    died_at, pid = died(run_id)
+    backend = get_backend(cache)
+
+    def dead_slot_freed() -> bool:
+        record = Record.decode(backend.get(backend.key(f"killed:{item}")))
+        return record is None or pid not in [slot.holder.pid for slot in record.slots]
+
+    wait_until(dead_slot_freed, max(FREED_AFTER_DEATH - (time.monotonic() - died_at), 0.01))
+    print(f"the dead child's slot was freed {time.monotonic() - died_at:.2f} s after its death")
+    assert result.get(timeout=90) == "ran", "the redelivered copy ran its body"
+    spans = intervals(run_id)
+    assert len(spans) == 1 and spans[0][3] != pid, "only the redelivered copy ran a body"
+    assert mine.owned() and mine.release()

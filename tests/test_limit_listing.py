@@ -186,7 +186,7 @@ def test_the_waiting_column_counts_a_limited_names_line(redis_server):
         thread = threading.Thread(target=lambda: got.append(waiter.acquire(blocking=True, wait=30)))
         thread.start()
         try:
-            line = get_backend().companions(get_backend().key(NAME))[2]
+            line = get_backend().companions(get_backend().key(NAME), 2)[2]  # the slot waiters' line
             wait_until(lambda: get_backend().client.hlen(line) == 1, "the waiter joins the line")
             page = client_for("view_heldlock").get(URL)
             assert cells(page, "waiting") == ["1", "1"] and cells(page, "slots") == ["2/2", "2/2"]

@@ -23,19 +23,20 @@ from .redis_clients import ERRORS, LuaScript
 from .redis_line import (
     LEAVE,
     LINE,
-    LINE_SUFFIX,
     LINE_TTL_MS,
     NEXT_TOKEN,
     TAKE_OR_QUEUE,
     TICKET_SLACK_MS,
-    TICKETS_SUFFIX,
     Turn,
+    line_suffixes,
     ticket,
     waiting_in_line,
 )
 from .redis_listing import READ, glob_escape, scan_node, stored_replies
 from .redis_slots import SLOT_EXTEND, SLOT_RELEASE, SLOT_TAKE_OR_QUEUE
 
+#: the ``limit`` of any limited name: its slot scripts' keys (the line of slot waiters)
+SLOTTED = 2
 #: the longest single wait (BLPOP) of a waiter in line; it then renews its ticket (s)
 MAX_BLOCK = 0.5
 #: each waiter blocks at most a share of ``max_block`` of its own, down to 1 - this: waiters
@@ -127,19 +128,14 @@ def _nothing_there(reply: Any) -> bool:
 
 
 #: a force-clear: delete whatever the key holds, return it, and hand the lock over as a
-#: release does (every slot of a limited name's record, to as many waiters)
+#: release does. (A limited name's record is deleted: its waiters, in their own line, take
+#: the free slots at their next look, within ``MAX_BLOCK``.)
 _CLEAR = LuaScript(
     LINE
     + b"""
 local value = redis.call('get', KEYS[1])
 if not value then return false end
-local record = load_record(value)
-if record then
-  local _, _, now_ms = clock()
-  refill(tonumber(record.limit), {}, now_ms)
-elseif not hand_over() then
-  redis.call('del', KEYS[1])
-end
+if load_record(value) or not hand_over() then redis.call('del', KEYS[1]) end
 return value
 """,
 )
@@ -189,13 +185,16 @@ class RedisBackend(LockBackend):
     def connection_kwargs(self) -> dict[str, Any]:
         return self.client.connection_pool.connection_kwargs
 
-    def companions(self, key: str) -> tuple[str, str, str]:
-        """The lock key, its waiting line and the line's tickets."""
-        return key, key + LINE_SUFFIX, key + TICKETS_SUFFIX
+    def companions(self, key: str, limit: int = 1) -> tuple[str, str, str]:
+        """The lock key, the waiting line for it (for a slot of it, with ``limit`` > 1) and the
+        line's tickets."""
+        line, tickets = line_suffixes(limit)
+        return key, key + line, key + tickets
 
-    def line_keys(self, key: str) -> tuple[str, ...]:
+    def line_keys(self, key: str, limit: int = 1) -> tuple[str, ...]:
         """The keys of the line scripts: the companions, then the fencing counter if it fences."""
-        return (*self.companions(key), self._fence) if self.fences else self.companions(key)
+        companions = self.companions(key, limit)
+        return (*companions, self._fence) if self.fences else companions
 
     def add(self, key: str, value: str, timeout: float) -> int:
         if self.replicas:
@@ -281,11 +280,11 @@ class RedisBackend(LockBackend):
         return bool(_EXTEND((key,), args, client=self.client))
 
     def delete_slot(self, key: str, value: str) -> bool:
-        return bool(SLOT_RELEASE(self.line_keys(key), (value,), client=self.client))
+        return bool(SLOT_RELEASE(self.line_keys(key, SLOTTED), (value,), client=self.client))
 
     def replace_slot(self, key: str, value: str, new_value: str, timeout: float) -> bool:
         args = (value, new_value, milliseconds(timeout))
-        return bool(SLOT_EXTEND(self.line_keys(key), args, client=self.client))
+        return bool(SLOT_EXTEND(self.line_keys(key, SLOTTED), args, client=self.client))
 
     def acquiring(self, attempt: Attempt) -> Plan[Grant | None]:
         """A blocking or fair acquire, and every acquire of a limited name, looks at the line
@@ -301,21 +300,23 @@ class RedisBackend(LockBackend):
         only when no live waiter is ahead), or collect a grant already made to ``token``; else,
         when ``stay`` > 0, join (or stay in) the line, alive for ``stay`` seconds more."""
         script, args = queue_args(value, timeout, token, stay, fair, limit)
-        turn = Turn.of(script(self.line_keys(key), args, client=self.client))
+        turn = Turn.of(script(self.line_keys(key, limit), args, client=self.client))
         return self.confirmed(key, turn, value, timeout, limit)
 
-    def grant_list(self, key: str, token: str) -> str:
+    def grant_list(self, key: str, token: str, limit: int = 1) -> str:
         """The list where the line pushes the grant of waiter ``token``."""
-        return self.companions(key)[2] + " " + token
+        return self.companions(key, limit)[2] + " " + token
 
-    def await_grant(self, key: str, token: str, seconds: float, timeout: float) -> Turn | None:
+    def await_grant(
+        self, key: str, token: str, seconds: float, timeout: float, limit: int = 1
+    ) -> Turn | None:
         """Block up to ``seconds`` for the grant of ``token``, which is in line."""
-        grant = self.client.blpop([self.grant_list(key, token)], timeout=seconds)
+        grant = self.client.blpop([self.grant_list(key, token, limit)], timeout=seconds)
         return None if grant is None else self.confirmed(key, Turn.granted(grant[1]), "", timeout)
 
     def leave(self, key: str, token: str, timeout: float, limit: int = 1) -> Turn | None:
         """Leave the line; the grant if the lock was handed to ``token`` meanwhile."""
-        grant = LEAVE(self.line_keys(key), (token, limit), client=self.client)
+        grant = LEAVE(self.line_keys(key, limit), (token, limit), client=self.client)
         return None if grant is None else self.confirmed(key, Turn.granted(grant), "", timeout, limit)
 
     def confirmed(self, key: str, turn: Turn, value: str, timeout: float, limit: int = 1) -> Turn:
@@ -330,7 +331,7 @@ class RedisBackend(LockBackend):
         if limit == 1:
             pipe.eval(_EXTEND.body, 1, key, stored, stored, milliseconds(timeout))
         else:
-            keys = self.line_keys(key)
+            keys = self.line_keys(key, SLOTTED)
             pipe.eval(SLOT_EXTEND.body, len(keys), *keys, stored, stored, milliseconds(timeout))
         pipe.execute_command("WAIT", self.replicas, self.replica_timeout_ms)
         kept, confirmed = pipe.execute()

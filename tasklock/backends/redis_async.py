@@ -13,7 +13,7 @@ from typing import Any
 
 from .asynchronous import AsyncBackend
 from .base import text
-from .redis import _ACQUIRE, _EXTEND, _RELEASE, RedisBackend, milliseconds, queue_args
+from .redis import _ACQUIRE, _EXTEND, _RELEASE, SLOTTED, RedisBackend, milliseconds, queue_args
 from .redis_line import LEAVE, Turn
 from .redis_slots import SLOT_EXTEND, SLOT_RELEASE
 
@@ -42,24 +42,27 @@ class AsyncRedisBackend(AsyncBackend):
         return bool(await _EXTEND.acall((key,), args, client=self.client))
 
     async def delete_slot(self, key: str, value: str) -> bool:
-        return bool(await SLOT_RELEASE.acall(self.sync.line_keys(key), (value,), client=self.client))
+        keys = self.sync.line_keys(key, SLOTTED)
+        return bool(await SLOT_RELEASE.acall(keys, (value,), client=self.client))
 
     async def replace_slot(self, key: str, value: str, new_value: str, timeout: float) -> bool:
         args = (value, new_value, milliseconds(timeout))
-        return bool(await SLOT_EXTEND.acall(self.sync.line_keys(key), args, client=self.client))
+        return bool(await SLOT_EXTEND.acall(self.sync.line_keys(key, SLOTTED), args, client=self.client))
 
     async def take_or_queue(
         self, key: str, value: str, timeout: float, token: str, stay: float, fair: bool, limit: int = 1
     ) -> Turn:
         script, args = queue_args(value, timeout, token, stay, fair, limit)
-        return Turn.of(await script.acall(self.sync.line_keys(key), args, client=self.client))
+        return Turn.of(await script.acall(self.sync.line_keys(key, limit), args, client=self.client))
 
-    async def await_grant(self, key: str, token: str, seconds: float, timeout: float) -> Turn | None:
-        grant = await self.client.blpop([self.sync.grant_list(key, token)], timeout=seconds)
+    async def await_grant(
+        self, key: str, token: str, seconds: float, timeout: float, limit: int = 1
+    ) -> Turn | None:
+        grant = await self.client.blpop([self.sync.grant_list(key, token, limit)], timeout=seconds)
         return None if grant is None else Turn.granted(grant[1])
 
     async def leave(self, key: str, token: str, timeout: float, limit: int = 1) -> Turn | None:
-        grant = await LEAVE.acall(self.sync.line_keys(key), (token, limit), client=self.client)
+        grant = await LEAVE.acall(self.sync.line_keys(key, limit), (token, limit), client=self.client)
         return None if grant is None else Turn.granted(grant)
 
 

@@ -23,7 +23,7 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from .base import LockBackend, Stored
 from .redis import RedisBackend, milliseconds
 from .redis_clients import LuaScript, node_client
-from .redis_line import LINE_SUFFIX, TICKETS_SUFFIX
+from .redis_line import line_suffixes
 from .redis_listing import READ_BODY, scan_node, stored_replies
 
 #: values and TTLs of keys of any slots served by the node it is sent to, passed as ARGV
@@ -63,9 +63,10 @@ class RedisClusterBackend(RedisBackend):
         return self.client.get_connection_kwargs()
 
     @staticmethod
-    def _companions(key: str) -> tuple[str, str, str]:
+    def _companions(key: str, limit: int = 1) -> tuple[str, str, str]:
         tag = "{" + slot_tags()[key_slot(key.encode())] + "}"
-        return key, tag + key + LINE_SUFFIX, tag + key + TICKETS_SUFFIX
+        line, tickets = line_suffixes(limit)
+        return key, tag + key + line, tag + key + tickets
 
     def add(self, key: str, value: str, timeout: float) -> int:
         if self.replicas:

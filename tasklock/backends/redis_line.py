@@ -34,6 +34,17 @@ MIN_BLOCK = 0.001
 #: the line and the tickets are the lock key plus these (a lock name part never holds a space)
 LINE_SUFFIX = " line"
 TICKETS_SUFFIX = " tickets"
+#: the waiters for a slot of a limited name (``limit`` > 1) wait in a line of their own: a
+#: release of one kind never hands the name to a waiter of the other
+SLOT_LINE_SUFFIX = " slot line"
+SLOT_TICKETS_SUFFIX = " slot tickets"
+
+
+def line_suffixes(limit: int) -> tuple[str, str]:
+    """The suffixes of the line and the tickets of waiters for a name of ``limit``."""
+    return (LINE_SUFFIX, TICKETS_SUFFIX) if limit == 1 else (SLOT_LINE_SUFFIX, SLOT_TICKETS_SUFFIX)
+
+
 #: how long a ticket outlives its waiter's BLPOP, for the waiter to renew it (ms)
 TICKET_SLACK_MS = 200
 #: the line and its tickets outlive their last renewal by this (ms); every ticket dies sooner
@@ -291,12 +302,12 @@ def waiting_in_line(attempt: Attempt, max_block: float) -> Plan[Grant | None]:
             )
             if not turn.fence and stay > 0:
                 joined = (at, turn.server_us)
-            if not (turn.fence or checked):  # the first refusal: is the name held with another limit?
-                checked = True
+            if turn.held_limit or not (turn.fence or checked):  # the name held with another limit?
+                checked = True  # (a refused limit=1 try reads the name once)
                 yield from checking_limit(attempt, -turn.held_limit)
             if not turn.fence and stay > 0:
                 block = max(MIN_BLOCK, stay if turn.expires_in is None else min(stay, turn.expires_in))
-                turn = yield Call("await_grant", (key, token, block, timeout))
+                turn = yield Call("await_grant", (key, token, block, timeout, attempt.limit))
             elif not turn.fence and joined is not None:
                 turn = yield Call("leave", (key, token, timeout, attempt.limit))
             if turn and turn.fence:

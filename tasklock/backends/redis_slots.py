@@ -2,7 +2,7 @@
 
 The record (``values.slots``) holds each holder's slot with a deadline by the server's clock;
 every script drops the slots past their deadline before it looks. A slot is taken the way a
-lock is (``SLOT_TAKE_OR_QUEUE``: blocked waiters wait in the same line), and a freed slot
+lock is (``SLOT_TAKE_OR_QUEUE``: blocked waiters wait in a line of their own), and a freed slot
 goes straight to the first live waiter in line (``refill``), as a released lock does.
 KEYS are the line scripts' (``redis_line``): the key, its line, its tickets, the fencing
 counter where the backend fences.

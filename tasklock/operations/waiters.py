@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..backends import get_backend
-from ..backends.redis import RedisBackend
+from ..backends.redis import SLOTTED, RedisBackend
 from ..backends.redis_clients import LuaScript, is_cluster
 from ..conf import conf
 from .inventory import cache_errors
@@ -42,10 +42,14 @@ def waiting(names: Sequence[str], cache: str | None = None) -> list[int] | None:
     backend = get_backend(cache)
     if not isinstance(backend, RedisBackend):
         return None
-    tickets = [backend.companions(backend.key(name))[2] for name in names]
+    # each name's two lines: for the lock, and for a slot of it (a limited name)
+    keys = [backend.key(name) for name in names]
+    tickets = [backend.companions(key, limit)[2] for key in keys for limit in (1, SLOTTED)]
     if not tickets:
         return []
     with cache_errors(backend, cache or conf.CACHE, "counting waiters"):
         if is_cluster(backend.client):
-            return [int(COUNT_ALIVE((key,), client=backend.client)[0]) for key in tickets]
-        return [int(count) for count in COUNT_ALIVE(tickets, client=backend.client)]
+            counts = [int(COUNT_ALIVE((key,), client=backend.client)[0]) for key in tickets]
+        else:
+            counts = [int(count) for count in COUNT_ALIVE(tickets, client=backend.client)]
+    return [plain + slotted for plain, slotted in zip(counts[::2], counts[1::2], strict=True)]

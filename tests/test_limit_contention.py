@@ -26,8 +26,10 @@ from tests.starting_line import start_together
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCESSES, ACQUIRES, LIMIT = 9, 25, 3
-#: each hold (a few ms: the whole run stays well under a minute per backend)
-HOLD = 0.01
+#: each hold: long beside a handover on a loaded 2-core machine (a few ms, tens when the
+#: machine stalls a process), which the mean holders below counts as a free slot; the whole
+#: run stays well under a minute per backend
+HOLD = 0.02
 #: where a waiter is handed a freed slot by the release (the Redis line): the mean number of
 #: holders while any slot is held must reach this (3 = every slot always used)
 REDIS_MEAN_HOLDERS = 2.2
@@ -160,7 +162,7 @@ def tried(cache: str, name: str, limit: int = 1, old_tree: Path | None = None) -
 DEAD_TTL = 2.0
 #: how late a waiter may get the dead holder's slot, past its TTL (a polling waiter's pause,
 #: a loaded machine)
-LATE = 0.5
+LATE = 1.0
 
 
 def test_a_killed_holder_frees_only_its_slot(lock_cache):

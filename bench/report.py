@@ -139,6 +139,7 @@ def contention_table(rows: list[contention.Row]) -> str:
             "p50 wait ms",
             "p99 ms",
             "max ms",
+            "CPU µs/grant",
             "target",
         ],
         lines,

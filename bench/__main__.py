@@ -1,7 +1,8 @@
 """``python -m bench`` (``make bench``): every comparison, then docs/benchmarks.md and .png.
 
 ``--quick`` runs fewer repeats and writes nothing; ``--profile LABEL`` profiles one lock
-approach of bench/locks.py with pyinstrument.
+approach of bench/locks.py with pyinstrument; ``--only limits`` runs bench/limits.py alone
+and prints its section of docs/benchmarks.md (writing nothing).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from . import async_locks, contention, handoff, locks, metrics_cost, report, task_overhead
+from . import async_locks, contention, handoff, limits, locks, metrics_cost, report, task_overhead
 from .environment import machine, servers
 
 LISTING = os.path.join(os.path.dirname(os.path.abspath(__file__)), "listing.py")
@@ -38,11 +39,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repeats; print, write nothing")
     parser.add_argument("--profile", metavar="LABEL", help="profile one approach of bench/locks.py")
+    parser.add_argument("--only", choices=["limits"], help="run one comparison alone; print, write nothing")
     options = parser.parse_args(argv)
     started = time.monotonic()
     with servers():
         if options.profile:
             locks.profile(options.profile)
+            return
+        if options.only == "limits":
+            _print_section("machine", "\n".join(f"{k}: {v}" for k, v in machine().items()))
+            cycle_rows = limits.cycles(repeats=4) if options.quick else limits.cycles()
+            limit_contention = limits.contention(repeats=1) if options.quick else limits.contention()
+            print("\n\n".join(["", *report.limit_section(cycle_rows, limit_contention)]), flush=True)
             return
         facts = machine()
         _print_section("machine", "\n".join(f"{k}: {v}" for k, v in facts.items()))
@@ -54,6 +62,10 @@ def main(argv: list[str] | None = None) -> None:
         _print_section("handoff under contention", report.handoff_table(handoff_rows))
         contention_rows = contention.run(counts=(4, 8), repeats=1) if options.quick else contention.run()
         _print_section("contention", report.contention_table(contention_rows))
+        limit_cycle_rows = limits.cycles(repeats=4) if options.quick else limits.cycles()
+        _print_section("limit=N: uncontended cycles", report.limit_cycle_table(limit_cycle_rows))
+        limit_contention = limits.contention(repeats=1) if options.quick else limits.contention()
+        _print_section("limit=N: contention", report.limit_contention_table(limit_contention))
         quick_tasks = ((0.0, 100, 2), (0.010, 40, 1))
         workloads = task_overhead.run(quick_tasks) if options.quick else task_overhead.run()
         _print_section("Celery task overhead", report.task_table(workloads))
@@ -67,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     if not options.quick:
         report.plot(lock_rows)
         rows = (lock_rows, metrics_rows, workloads, handoff_rows, contention_rows)
-        report.write(report.markdown(facts, *rows, minutes, listing, async_rows, scale))
+        limit_rows = (limit_cycle_rows, limit_contention)
+        report.write(report.markdown(facts, *rows, minutes, listing, async_rows, scale, *limit_rows))
         print(f"wrote {report.MARKDOWN} and {report.PLOT}")
     if status:
         raise SystemExit(status)

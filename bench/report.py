@@ -6,7 +6,7 @@ import datetime
 import os
 from collections.abc import Iterable
 
-from . import async_locks, contention, handoff, locks, metrics_cost, task_overhead
+from . import async_locks, contention, handoff, limits, locks, metrics_cost, task_overhead
 
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
 MARKDOWN = os.path.join(DOCS, "benchmarks.md")
@@ -139,6 +139,7 @@ def contention_table(rows: list[contention.Row]) -> str:
             "p50 wait ms",
             "p99 ms",
             "max ms",
+            "CPU µs/grant",
             "target",
         ],
         lines,
@@ -184,6 +185,8 @@ def markdown(
     listing: str | None,
     async_rows: list[async_locks.Row],
     scale: async_locks.Scale,
+    limit_cycle_rows: list[locks.Row],
+    limit_contention_rows: list[limits.ContentionRow],
 ) -> str:
     today = datetime.date.today().isoformat()
     parts = [
@@ -243,6 +246,7 @@ def markdown(
         "tasklock's default mode targets utilisation and python-redis-lock's p99; its fair mode "
         f"a max wait within {contention.FAIR_MAX_WAIT_HOLDS:g} x N x hold.",
         contention_table(contention_rows),
+        *limit_section(limit_cycle_rows, limit_contention_rows),
         "## The async face",
         "One event loop, one lock name, no contention: each cycle awaited in turn. The async floor "
         "is the Redis floor on `redis.asyncio`: a random token, `SET NX PX` and a pre-registered "
@@ -274,3 +278,67 @@ def write(text: str) -> None:
             kept = old[old.index(KEPT) :]
     with open(MARKDOWN, "w") as out:
         out.write(text + "\n" + kept)
+
+
+def limit_cycle_table(rows: list[locks.Row]) -> str:
+    """The uncontended cycles of bench/limits.py: ``x limit=1`` is against tasklock's plain
+    ``Lock`` row of the same cache (the limit rows' ``against``)."""
+    lines = []
+    for r in rows:
+        against = "" if r.approach.against is None else f"{r.judged:.2f}x"
+        target = ""
+        if r.approach.target is not None:
+            target = _verdict(r.target_met, f"{r.approach.target:.2f}x limit=1")
+        lines.append(
+            (
+                r.approach.label, r.approach.family, f"{r.per_second:,.0f}", f"{r.p50_us:.0f}",
+                f"{r.p99_us:.0f}", f"{r.ratio:.2f}x", against, target,
+            )
+        )  # fmt: skip
+    header = ["approach", "cache", "cycles/s", "p50 µs", "p99 µs", "x floor", "x limit=1", "target"]
+    return _table(header, lines)
+
+
+def limit_contention_table(rows: list[limits.ContentionRow]) -> str:
+    """bench/limits.py's contention: each ``limit=4`` row against the ``4 names`` row of its cache."""
+    lines = []
+    for r in rows:
+        ratio = limits.ratio(rows, r)
+        verdict = ""
+        if ratio is not None:
+            met = ratio >= limits.UTILISATION_TARGET
+            verdict = _verdict(met, f"{limits.UTILISATION_TARGET:.1f}x the 4 names", "≥")
+        lines.append(
+            (
+                r.mode.label, f"{r.utilisation:.1%}", " / ".join(f"{u:.1%}" for u in r.utilisations),
+                f"{r.wait_ms(50):.2f}", f"{r.wait_ms(99):.1f}", "" if ratio is None else f"{ratio:.2f}x",
+                verdict,
+            )
+        )  # fmt: skip
+    return _table(
+        ["approach", "slot utilisation", "per repeat", "p50 wait ms", "p99 ms", "x 4 names", "target"], lines
+    )
+
+
+def limit_section(cycle_rows: list[locks.Row], contention_rows: list[limits.ContentionRow]) -> list[str]:
+    """The ``limit=N`` section of docs/benchmarks.md (issue 19)."""
+    return [
+        "## Concurrency limits (`limit=N`)",
+        f"The uncontended cycle of a `limit={limits.LIMIT}` name (one process, one holder at a time: "
+        "the acquire writes the name's record of slots, the release empties and deletes it), "
+        "interleaved with tasklock's `limit=1` cycle and the family's floor as above; `x limit=1` "
+        "is the median, over repeats, of the row's median cycle over the `limit=1` row's of the "
+        "same cache in the same repeat.",
+        limit_cycle_table(cycle_rows),
+        f"{limits.PROCESSES} processes (started once, serving every row) each do {limits.GRANTS} x "
+        f"(blocking acquire, hold {limits.HOLD * 1000:.0f} ms, release): either all on one name "
+        f"with `limit={limits.SLOTS}`, or on {limits.SLOTS} independent `limit=1` names, "
+        f"{limits.PROCESSES // limits.SLOTS} processes each (the reference: what {limits.SLOTS} plain "
+        f"locks give). Slot utilisation is the sum of the holds over {limits.SLOTS} x the wall time "
+        "(first acquire called to last release done, over every process); the rows take turns in "
+        f"a rotated order, {limits.REPEATS} repeats, and the figure is the median repeat; "
+        "`x 4 names` is the median of the repeats' ratios. A sweep over the holds checks every "
+        f"round (never more than {limits.SLOTS} holders of the limited name, never two of a "
+        "`limit=1` name).",
+        limit_contention_table(contention_rows),
+    ]

@@ -33,7 +33,7 @@ from .redis_line import (
     waiting_in_line,
 )
 from .redis_listing import READ, glob_escape, scan_node, stored_replies
-from .redis_slots import SLOT_EXTEND, SLOT_RELEASE, SLOT_TAKE_OR_QUEUE
+from .redis_slots import SLOT_ADD, SLOT_EXTEND, SLOT_RELEASE, SLOT_TAKE_OR_QUEUE
 
 #: the ``limit`` of any limited name: its slot scripts' keys (the line of slot waiters)
 SLOTTED = 2
@@ -279,6 +279,10 @@ class RedisBackend(LockBackend):
         args = (value, new_value, milliseconds(timeout))
         return bool(_EXTEND((key,), args, client=self.client))
 
+    def add_slot(self, key: str, value: str, timeout: float, limit: int) -> int:
+        keys = (key, self._fence) if self.fences else (key,)
+        return int(SLOT_ADD(keys, (value, milliseconds(timeout), limit), client=self.client))
+
     def delete_slot(self, key: str, value: str) -> bool:
         return bool(SLOT_RELEASE(self.line_keys(key, SLOTTED), (value,), client=self.client))
 
@@ -287,9 +291,9 @@ class RedisBackend(LockBackend):
         return bool(SLOT_EXTEND(self.line_keys(key, SLOTTED), args, client=self.client))
 
     def acquiring(self, attempt: Attempt) -> Plan[Grant | None]:
-        """A blocking or fair acquire, and every acquire of a limited name, looks at the line
-        (``redis_line``); a plain try is an ``add``."""
-        if attempt.blocking or attempt.fair or attempt.limit > 1:
+        """A blocking or fair acquire looks at the line (``redis_line``), as does a limited
+        name's try that replicas must confirm; a plain try is an ``add`` (``add_slot``)."""
+        if attempt.blocking or attempt.fair or (attempt.limit > 1 and self.replicas):
             return waiting_in_line(attempt, self.max_block * random.uniform(1 - BLOCK_JITTER, 1))
         return super().acquiring(attempt)
 

@@ -15,7 +15,7 @@ from .asynchronous import AsyncBackend
 from .base import text
 from .redis import _ACQUIRE, _EXTEND, _RELEASE, SLOTTED, RedisBackend, milliseconds, queue_args
 from .redis_line import LEAVE, Turn
-from .redis_slots import SLOT_EXTEND, SLOT_RELEASE
+from .redis_slots import SLOT_ADD, SLOT_EXTEND, SLOT_RELEASE
 
 
 class AsyncRedisBackend(AsyncBackend):
@@ -40,6 +40,10 @@ class AsyncRedisBackend(AsyncBackend):
     async def replace_if(self, key: str, value: str, new_value: str, timeout: float) -> bool:
         args = (value, new_value, milliseconds(timeout))
         return bool(await _EXTEND.acall((key,), args, client=self.client))
+
+    async def add_slot(self, key: str, value: str, timeout: float, limit: int) -> int:
+        keys = (key, self.sync._fence) if self.sync.fences else (key,)
+        return int(await SLOT_ADD.acall(keys, (value, milliseconds(timeout), limit), client=self.client))
 
     async def delete_slot(self, key: str, value: str) -> bool:
         keys = self.sync.line_keys(key, SLOTTED)

@@ -55,6 +55,33 @@ return {0, wait_ms, string.format('%d', seconds * 1000000 + micros)}
 """,
 )
 
+#: KEYS: the key, then the fencing counter where the backend fences; ARGV: value, TTL ms,
+#: limit. One try at a slot, never in line: as ``add`` (the fencing token, or 1, if taken; 0
+#: if full), or minus the limit the name is held with when that is another.
+SLOT_ADD = LuaScript(
+    LINE
+    + b"""
+local _, _, now_ms, time = clock()
+local limit = tonumber(ARGV[3])
+local stored = redis.call('get', KEYS[1])
+local slots = {}
+if stored then
+  local record = load_record(stored)
+  if not record then
+    if string.sub(stored, 1, 9) == '{"token":' then return -1 end
+    return 0
+  end
+  if tonumber(record.limit) ~= limit then return -tonumber(record.limit) end
+  slots = live_slots(record, now_ms)
+  if #slots >= limit then return 0 end
+end
+slots[#slots + 1] = {now_ms + tonumber(ARGV[2]), ARGV[1]}
+save_record(limit, slots, now_ms)
+if KEYS[2] then return next_token(KEYS[2], time) end
+return 1
+""",
+)
+
 #: ARGV: the holder's value. Free its live slot (1), or 0 if it holds none; the free slots go
 #: to the live waiters in line.
 SLOT_RELEASE = LuaScript(

@@ -198,7 +198,7 @@ class LockBackend(ABC):
         """Take a slot of ``key`` for holder ``value`` if fewer than ``limit`` live holders
         hold it. As ``add``; minus the limit the name is held with when that is not ``limit``."""
         for _ in range(SLOT_TRIES):
-            stored = self.get(key)
+            stored, version = self.versioned(key)
             now = now_ms()
             deadline = now + math.ceil(timeout * 1000)
             if stored is None:
@@ -213,7 +213,7 @@ class LockBackend(ABC):
                 if live.full():
                     return 0
                 changed = live.adding(value, deadline)
-                token = self.convert(key, stored, changed.encode(), changed.seconds_left(now))
+                token = self.swap(key, version, changed.encode(), changed.seconds_left(now), fenced=True)
             if token:
                 return token
         return 0  # others changed the record every time: contended
@@ -228,10 +228,10 @@ class LockBackend(ABC):
 
     def _change_slot(self, key: str, value: str, new_value: str | None, timeout: float) -> bool:
         for _ in range(SLOT_TRIES):
-            stored = self.get(key)
+            stored, version = self.versioned(key)
             now = now_ms()
             record = Record.decode(stored)
-            if stored is None or record is None:
+            if record is None:
                 return False
             live = record.live(now)
             if not live.holds(value):
@@ -240,13 +240,25 @@ class LockBackend(ABC):
                 changed = live.without(value)
             else:
                 changed = live.replacing(value, new_value, now + math.ceil(timeout * 1000))
-            if not changed.slots:
-                done = self.delete_if(key, stored)
-            else:
-                done = self.replace_if(key, stored, changed.encode(), changed.seconds_left(now))
-            if done:
+            record_text = changed.encode() if changed.slots else None
+            if self.swap(key, version, record_text, changed.seconds_left(now) if changed.slots else 0.0):
                 return True
         raise LockError(f"{key!r} changed {SLOT_TRIES} times while a slot was being changed; try again")
+
+    def versioned(self, key: str) -> tuple[str | None, Any]:
+        """The value of ``key`` and what ``swap`` compares to know it unchanged: the value."""
+        stored = self.get(key)
+        return stored, stored
+
+    def swap(self, key: str, version: Any, new: str | None, timeout: float, fenced: bool = False) -> int:
+        """Store ``new`` for ``timeout`` s (None: delete the key) if ``key`` is still at
+        ``version`` (from ``versioned``); 0 if not, else (``fenced``) a fencing token where the
+        backend fences, or any positive number."""
+        if new is None:
+            return int(self.delete_if(key, version))
+        if fenced:
+            return self.convert(key, version, new, timeout)
+        return int(self.replace_if(key, version, new, timeout))
 
     def delete_holder(self, key: str, stored: str, value: str) -> bool:
         """Free holder ``value``, found in ``stored`` (the key's value: itself, or a record)."""

@@ -97,6 +97,21 @@ class MemcachedBackend(LockBackend):
             return False
         return cas(client, key, new, cas_id, exptime)
 
+    def versioned(self, key: str) -> tuple[str | None, Any]:
+        """``gets``: the value and its cas id (a deleted item reads as absent)."""
+        stored, cas_id = gets(self.server_for(key), key)
+        return (text(stored), cas_id) if stored else (None, None)
+
+    def swap(self, key: str, version: Any, new: str | None, timeout: float, fenced: bool = False) -> int:
+        """``cas`` against the cas id that ``versioned`` read (exptime -1 deletes)."""
+        client = self.server_for(key)
+        if new is not None:
+            return int(cas(client, key, new.encode(), version, expire(timeout)))
+        deleted = cas(client, key, b"", version, EXPIRE_NOW)
+        if deleted:
+            self.index.forget(key)
+        return int(deleted)
+
     def delete_if(self, key: str, value: str) -> bool:
         deleted = self._swap(key, value, b"", EXPIRE_NOW)
         if deleted:

@@ -97,7 +97,11 @@ def database_cache(request):
 def lock_cache(request):
     """Each supported backend in turn: django-redis, Django's RedisCache, django-valkey,
     memcached, database."""
-    alias = request.param
+    return serving(request, request.param)
+
+
+def serving(request, alias: str) -> str:
+    """``alias``, once the server behind that test cache runs (a fixture's ``request``)."""
     if alias in ("default", "redis", "valkey"):
         request.getfixturevalue("redis_server")
     elif alias == "memcached":

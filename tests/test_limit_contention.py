@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tasklock import Lock, LockError
+from tests.conftest import serving
 from tests.starting_line import start_together
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -213,14 +214,7 @@ def old_tree(tmp_path_factory) -> Path:
 
 @pytest.fixture(params=["default", "redis", "memcached", "database"])
 def upgrade_cache(request):
-    alias = request.param
-    if alias in ("default", "redis"):
-        request.getfixturevalue("redis_server")
-    elif alias == "memcached":
-        request.getfixturevalue("memcached_server")
-    else:
-        request.getfixturevalue("database_cache")
-    return alias
+    return serving(request, request.param)
 
 
 def test_limit_one_interoperates_with_the_code_before_limit(upgrade_cache, old_tree):
